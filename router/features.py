@@ -13,9 +13,13 @@ from dataclasses import dataclass
 CHARS_PER_TOKEN = 4.0
 
 _CODE = re.compile(r"```|\bdef |\bclass |\breturn\b|[{};]\s*$|#include|\bfunction\b|=>", re.MULTILINE)
-_MATH = re.compile(r"\d+\s*[-+*/^=]\s*\d+|\\frac|\\sum|\bintegral\b|\bequation\b|\bprove\b|\btheorem\b", re.I)
+_MATH = re.compile(
+    r"\d+\s*[-+*/^=]\s*\d+|\\frac|\\sum|\bintegral\b|\bequation\b|\bprove\b|\btheorem\b",
+    re.I,
+)
 _REASONING = re.compile(
-    r"\b(why|explain|analy[sz]e|compare|step[- ]by[- ]step|derive|design|evaluate|trade-?offs?|justify|plan)\b",
+    r"\b(why|explain|analy[sz]e|compare|step[- ]by[- ]step|derive|design|evaluate"
+    r"|trade-?offs?|justify|plan)\b",
     re.I,
 )
 _CONSTRAINTS = re.compile(r"\b(must|should|exactly|at least|at most|without|only|format|json)\b", re.I)
