@@ -69,9 +69,7 @@ class TierSpec(_Strict):
     name: TierName = Field(description="Name callers pin with model=<name>.")
     endpoint: str = Field(description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8100/v1.")
     upstream_model: str = Field(description="Model name the endpoint expects in 'model'.")
-    params_billions: float | None = Field(
-        default=None, gt=0.0, description="Model size, for people and the planner."
-    )
+    params_billions: float | None = Field(default=None, gt=0.0, description="Model size, for people and the planner.")
     price_per_gpu_hour_usd: float = Field(default=0.0, ge=0.0)
     gpus: int = Field(default=0, ge=0, description="GPUs one replica holds (0 on CPU).")
     context_length_tokens: int = Field(default=4096, ge=16)
@@ -176,14 +174,11 @@ class Profile(_Strict):
         if given is not None and len(given) != len(self.tiers) - 1:
             # Padding or trimming would hide a mistake in a fleet that grew; say what is needed.
             raise ValueError(
-                f"routing.thresholds needs {len(self.tiers) - 1} values for {len(self.tiers)} tiers,"
-                f" got {len(given)}"
+                f"routing.thresholds needs {len(self.tiers) - 1} values for {len(self.tiers)} tiers, got {len(given)}"
             )
         for cls, spec in self.routing.latency_classes.items():
             if spec.max_tier is not None and spec.max_tier not in names:
-                raise ValueError(
-                    f"routing.latency_classes.{cls}.max_tier names unknown tier {spec.max_tier!r}"
-                )
+                raise ValueError(f"routing.latency_classes.{cls}.max_tier names unknown tier {spec.max_tier!r}")
         if self.gateway.port == self.ray_serve_http_port:
             raise ValueError("gateway.port and ray_serve_http_port must differ")
         return self
@@ -216,9 +211,7 @@ def resolve_profile_path(name_or_path: str) -> Path:
     if shipped.is_file():
         return shipped
     known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
-    raise ProfileError(
-        f"no profile file {name_or_path!r} and no shipped profile of that name (shipped: {known})"
-    )
+    raise ProfileError(f"no profile file {name_or_path!r} and no shipped profile of that name (shipped: {known})")
 
 
 def parse_profile(data: Any, source: str = "<profile>") -> Profile:

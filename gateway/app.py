@@ -12,10 +12,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from deployments.profile import Profile, load_profile, profile_from_upstreams, with_env_overrides
-from gateway import __version__
+from gateway import __version__, logs
 from gateway.errors import MethodNotAllowed, NotFound, TiergateError, render
 from gateway.middleware import AuthMiddleware, BodyLimitMiddleware, RequestContextMiddleware
-from gateway.routes import router
+from gateway.routes import chat_route, router
 from gateway.state import AppState
 from router.policy import Scorer
 
@@ -47,6 +47,7 @@ def create_app(profile: Profile, *, scorer: Scorer | None = None, probe_interval
         redoc_url=None,
     )
     app.state.tiergate = state
+    app.router.routes.append(chat_route)
     app.include_router(router)
 
     @app.exception_handler(TiergateError)
@@ -87,4 +88,7 @@ def app_from_env() -> FastAPI:
         profile = with_env_overrides(profile)
     else:
         profile = load_profile(os.environ.get(ENV_PROFILE, "local-cpu"))
+    level = os.environ.get("TIERGATE_LOG_LEVEL")
+    if level:
+        logs.configure(level, access_log=profile.gateway.access_log)
     return create_app(profile)

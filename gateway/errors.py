@@ -60,9 +60,7 @@ class AuthenticationFailed(TiergateError):
     error_type = "authentication_error"
     default_code = "invalid_api_key"
 
-    def __init__(
-        self, message: str = "Missing or invalid API key. Send 'Authorization: Bearer <key>'."
-    ) -> None:
+    def __init__(self, message: str = "Missing or invalid API key. Send 'Authorization: Bearer <key>'.") -> None:
         super().__init__(message, headers={"www-authenticate": 'Bearer realm="tiergate"'})
 
 
@@ -142,6 +140,4 @@ def render(err: TiergateError, extra_headers: Mapping[str, str] | None = None) -
     headers = dict(err.headers)
     if extra_headers:
         headers.update(extra_headers)
-    return Response(
-        error_body(err), status_code=err.status_code, headers=headers, media_type="application/json"
-    )
+    return Response(error_body(err), status_code=err.status_code, headers=headers, media_type="application/json")

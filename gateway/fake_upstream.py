@@ -78,9 +78,7 @@ class FakeUpstream:
 
     async def list_models(self, _: web.Request) -> web.Response:
         data = [{"id": m, "object": "model", "owned_by": "fake"} for m in self.config.models]
-        return web.Response(
-            body=orjson.dumps({"object": "list", "data": data}), content_type="application/json"
-        )
+        return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
 
     def _error(self, status: int, message: str, param: str | None = None) -> web.Response:
         body = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}}
@@ -203,9 +201,7 @@ class FakeUpstream:
                 }
             )
         finish = "length" if n_tokens < self.config.reply_tokens else "stop"
-        await send(
-            {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}]}
-        )
+        await send({**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}]})
         if include_usage:
             usage = {
                 "prompt_tokens": prompt_tokens,
@@ -225,8 +221,7 @@ def _logprobs(tokens: list[str], top_n: int) -> dict[str, Any]:
         lp = -0.05 * (1 + i % 5)
         entry: dict[str, Any] = {"token": tok, "logprob": lp, "bytes": list(tok.encode())}
         entry["top_logprobs"] = [
-            {"token": tok if k == 0 else f"{tok}{k}", "logprob": lp - 1.5 * k, "bytes": None}
-            for k in range(top_n)
+            {"token": tok if k == 0 else f"{tok}{k}", "logprob": lp - 1.5 * k, "bytes": None} for k in range(top_n)
         ]
         content.append(entry)
     return {"content": content}

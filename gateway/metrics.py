@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 # Seconds. Gateway overhead lives in the sub-millisecond range; tiers in the 10 ms - 60 s range.
@@ -16,6 +16,9 @@ _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# The *_created series double the exposition size and no dashboard of ours reads them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 @dataclass(slots=True)
@@ -70,9 +73,7 @@ class GatewayMetrics:
         self.upstream_errors = Counter(
             "tiergate_upstream_errors", "Tier faults by tier and kind.", ["tier", "kind"], registry=r
         )
-        self.tier_ready = Gauge(
-            "tiergate_tier_ready", "1 when the tier's last probe succeeded.", ["tier"], registry=r
-        )
+        self.tier_ready = Gauge("tiergate_tier_ready", "1 when the tier's last probe succeeded.", ["tier"], registry=r)
         self.router_info = Gauge(
             "tiergate_router_info",
             "The routing policy and scorer version in use.",
@@ -91,6 +92,7 @@ class GatewayMetrics:
             )
             for name in tier_names
         }
+        self._request_children: dict[tuple[str, int], Counter] = {}
         for name in tier_names:
             self.tier_ready.labels(name).set(0)
 
@@ -105,8 +107,11 @@ class GatewayMetrics:
         prompt_tokens: int,
         completion_tokens: int,
     ) -> None:
-        label = tier or "none"
-        self.requests.labels(label, str(status)).inc()
+        key = (tier or "none", status)
+        counter = self._request_children.get(key)
+        if counter is None:
+            counter = self._request_children[key] = self.requests.labels(key[0], str(status))
+        counter.inc()
         children = self._children.get(tier) if tier else None
         if children is None:
             return

@@ -8,6 +8,8 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from gateway.metrics import CONTENT_TYPE
 from gateway.state import AppState
@@ -24,9 +26,21 @@ def _json(data: Any, status_code: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status_code, media_type="application/json")
 
 
-@router.post("/v1/chat/completions")
-async def chat_completions(request: Request) -> Response:
-    return await _state(request).service.chat_completions(request)
+class ChatCompletionsEndpoint:
+    """POST /v1/chat/completions as a plain ASGI endpoint.
+
+    The hot path skips FastAPI's per-request dependency machinery (two exit stacks and dependency
+    solving), which measured ~40 us of a ~250 us request on this machine; errors still travel
+    through the app's exception handlers like any other route's.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive, send)
+        response = await _state(request).service.chat_completions(request)
+        await response(scope, receive, send)
+
+
+chat_route = Route("/v1/chat/completions", ChatCompletionsEndpoint(), methods=["POST"])
 
 
 @router.get("/v1/models")

@@ -78,9 +78,7 @@ class ChatService:
             ctx.stream = parsed.stream
             tier = self._choose_tier(request, parsed, ctx)
             if parsed.unknown_fields:
-                ctx.extra_headers.append(
-                    (b"x-tiergate-passed-through", ",".join(parsed.unknown_fields).encode())
-                )
+                ctx.extra_headers.append((b"x-tiergate-passed-through", ",".join(parsed.unknown_fields).encode()))
             body = self._upstream_body(parsed, tier)
             if parsed.stream:
                 return await self._stream(request, ctx, tier, parsed, body)
@@ -111,9 +109,7 @@ class ChatService:
         name = parsed.checked.model
         latency_class = request.headers.get(LATENCY_HEADER, self.default_class)
         if not _is_latency_class(latency_class):
-            raise InvalidRequest(
-                f"{LATENCY_HEADER} must be one of {', '.join(LATENCY_CLASSES)}.", param=LATENCY_HEADER
-            )
+            raise InvalidRequest(f"{LATENCY_HEADER} must be one of {', '.join(LATENCY_CLASSES)}.", param=LATENCY_HEADER)
         ctx.latency_class = latency_class
         if name == "auto":
             decision = decide(
@@ -149,9 +145,7 @@ class ChatService:
 
     async def _complete(self, request: Request, ctx: RequestContext, tier: Tier, body: bytes) -> Response:
         t = time.perf_counter()
-        reply = await _unless_disconnected(
-            request, self.client.complete(tier.chat_url, body, timeout_s=self.timeout_s)
-        )
+        reply = await _unless_disconnected(request, self.client.complete(tier.chat_url, body, timeout_s=self.timeout_s))
         ctx.upstream_s += time.perf_counter() - t
         ctx.ttft_s = time.perf_counter() - ctx.t0
         try:
@@ -192,47 +186,51 @@ async def _relay(
     ctx: RequestContext, stream: UpstreamStream, tier_name: str, wants_usage: bool
 ) -> AsyncIterator[bytes]:
     """Relay the tier's SSE events, renaming the model and keeping usage for metrics."""
-    events = stream.events().__aiter__()
+    batches = stream.batches().__aiter__()
     try:
         while True:
             t = time.perf_counter()
             try:
-                payload = await events.__anext__()
+                payloads = await batches.__anext__()
             except StopAsyncIteration:
                 break
             finally:
                 ctx.upstream_s += time.perf_counter() - t
-            if payload == b"[DONE]":
-                yield b"data: [DONE]\n\n"
-                continue
-            try:
-                obj = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                yield b"data: " + payload + b"\n\n"
-                continue
-            if not isinstance(obj, dict):
-                yield b"data: " + payload + b"\n\n"
-                continue
-            if ctx.ttft_s is None and obj.get("choices"):
-                ctx.ttft_s = time.perf_counter() - ctx.t0
-            if "model" in obj:
-                obj["model"] = tier_name
-            usage = obj.get("usage")
-            if usage:
-                _count_usage(ctx, usage)
-            if not wants_usage:
-                # tiergate asked the tier for usage to meter tokens; the caller did not, so it
-                # gets the stream it asked for: no usage-only chunk, no usage field.
-                if not obj.get("choices") and usage:
-                    continue
-                obj.pop("usage", None)
-            yield b"data: " + orjson.dumps(obj) + b"\n\n"
+            out = [_relay_event(ctx, payload, tier_name, wants_usage) for payload in payloads]
+            data = b"".join(out)
+            if data:
+                yield data
     except TiergateError as err:
         # Headers are gone; the OpenAI SDK raises on an event carrying an "error" object.
         ctx.error_code = err.code or err.error_type
         yield b"data: " + error_body(err) + b"\n\n"
     finally:
         stream.close()
+
+
+def _relay_event(ctx: RequestContext, payload: bytes, tier_name: str, wants_usage: bool) -> bytes:
+    if payload == b"[DONE]":
+        return b"data: [DONE]\n\n"
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return b"data: " + payload + b"\n\n"
+    if not isinstance(obj, dict):
+        return b"data: " + payload + b"\n\n"
+    if ctx.ttft_s is None and obj.get("choices"):
+        ctx.ttft_s = time.perf_counter() - ctx.t0
+    if "model" in obj:
+        obj["model"] = tier_name
+    usage = obj.get("usage")
+    if usage:
+        _count_usage(ctx, usage)
+    if not wants_usage:
+        # tiergate asked the tier for usage to meter tokens; the caller did not, so it gets the
+        # stream it asked for: no usage-only chunk, no usage field.
+        if not obj.get("choices") and usage:
+            return b""
+        obj.pop("usage", None)
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
 async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:

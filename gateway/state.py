@@ -17,9 +17,7 @@ class AppState:
         self.profile = profile
         self.scorer: Scorer = scorer if scorer is not None else HeuristicScorer()
         names = [t.name for t in profile.tiers]
-        self.metrics = GatewayMetrics(
-            names, router_version=self.scorer.version, policy=profile.routing.policy
-        )
+        self.metrics = GatewayMetrics(names, router_version=self.scorer.version, policy=profile.routing.policy)
         self.tiers = TierRegistry(profile.tiers, self.metrics)
         gw = profile.gateway
         self.client = UpstreamClient(pool_size=gw.upstream_pool_size, connect_timeout_s=gw.connect_timeout_s)

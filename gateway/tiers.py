@@ -73,9 +73,7 @@ class TierRegistry:
         except (AttributeError, TypeError):
             ok, error = False, "endpoint's model list is not OpenAI-shaped"
         if ok != tier.ready:
-            log.info(
-                "tier %s is %s%s", tier.name, "ready" if ok else "not ready", f": {error}" if error else ""
-            )
+            log.info("tier %s is %s%s", tier.name, "ready" if ok else "not ready", f": {error}" if error else "")
         tier.ready, tier.last_error = ok, error
         self._metrics.tier_ready.labels(tier.name).set(1 if ok else 0)
 

@@ -34,12 +34,22 @@ class UpstreamStream:
     def __init__(self, resp: aiohttp.ClientResponse) -> None:
         self._resp = resp
 
-    async def events(self) -> AsyncIterator[bytes]:
-        """Yield each SSE `data:` payload (bytes after 'data: '), including b'[DONE]'."""
+    async def batches(self) -> AsyncIterator[list[bytes]]:
+        """Yield the SSE `data:` payloads (b'[DONE]' included) that each network read completed.
+
+        Batching by read rather than by event lets a fast tier's burst of tokens cost one write
+        to the caller instead of one per token; a slow tier's tokens still go out one by one, as
+        they arrive. (OpenAI-style streams put each event's JSON on a single `data:` line.)
+        """
+        pending = b""
         try:
-            async for line in self._resp.content:
-                if line.startswith(b"data:"):
-                    yield line[5:].strip()
+            async for data in self._resp.content.iter_any():
+                *lines, pending = (pending + data).split(b"\n")
+                payloads = [line[5:].strip() for line in lines if line.startswith(b"data:")]
+                if payloads:
+                    yield payloads
+            if pending.startswith(b"data:"):
+                yield [pending[5:].strip()]
         except TimeoutError:
             raise UpstreamTimeout("The tier stopped sending before the stream finished.") from None
         except aiohttp.ClientError:
@@ -56,6 +66,7 @@ class UpstreamClient:
         self._pool_size = pool_size
         self._connect_timeout_s = connect_timeout_s
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -78,7 +89,11 @@ class UpstreamClient:
         return self._session
 
     def _timeout(self, total_s: float) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=total_s, connect=min(self._connect_timeout_s, total_s))
+        timeout = self._timeouts.get(total_s)
+        if timeout is None:
+            timeout = aiohttp.ClientTimeout(total=total_s, connect=min(self._connect_timeout_s, total_s))
+            self._timeouts[total_s] = timeout
+        return timeout
 
     async def complete(self, url: str, body: bytes, *, timeout_s: float) -> UpstreamReply:
         """POST a non-streaming request; 4xx become UpstreamRejected, 5xx UpstreamFailed."""
@@ -99,9 +114,7 @@ class UpstreamClient:
     async def open_stream(self, url: str, body: bytes, *, timeout_s: float) -> UpstreamStream:
         """POST a streaming request and return once the tier has answered with its headers."""
         try:
-            resp = await self.session.post(
-                url, data=body, headers=_SSE_HEADERS, timeout=self._timeout(timeout_s)
-            )
+            resp = await self.session.post(url, data=body, headers=_SSE_HEADERS, timeout=self._timeout(timeout_s))
         except TimeoutError:
             raise UpstreamTimeout(f"The tier did not answer within {timeout_s:g} s.") from None
         except aiohttp.ClientError as err:

@@ -111,9 +111,9 @@ def decide(
     elif found != wanted:
         reason = f"fallback-from-{config.tier_names[wanted]}"
     choice = found
-    ladder = tuple(
-        name for name in config.tier_names[choice : max(top, choice) + 1] if name not in unavailable
-    ) or (config.tier_names[choice],)
+    ladder = tuple(name for name in config.tier_names[choice : max(top, choice) + 1] if name not in unavailable) or (
+        config.tier_names[choice],
+    )
     return Decision(
         tier_index=choice,
         tier=config.tier_names[choice],

@@ -87,9 +87,7 @@ def running(cmd: list[str], ready_url: str, env: dict[str, str] | None = None) -
 def fake_upstream(*args: str) -> Iterator[str]:
     """A fake tier; yields its base URL (…/v1)."""
     port = free_port()
-    with running(
-        tiergate_cmd("fake-upstream", "--port", str(port), *args), f"http://127.0.0.1:{port}/health"
-    ):
+    with running(tiergate_cmd("fake-upstream", "--port", str(port), *args), f"http://127.0.0.1:{port}/health"):
         yield f"http://127.0.0.1:{port}/v1"
 
 

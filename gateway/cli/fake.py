@@ -13,9 +13,7 @@ def register(app: typer.Typer) -> None:
         ttft_ms: float = typer.Option(0.0, help="Delay before the first token, in milliseconds."),
         token_delay_ms: float = typer.Option(0.0, help="Delay between tokens, in milliseconds."),
         reply_tokens: int = typer.Option(16, min=1, help="Tokens per reply (max_tokens caps it)."),
-        failure_rate: float = typer.Option(
-            0.0, min=0.0, max=1.0, help="Share of requests answered with an error."
-        ),
+        failure_rate: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of requests answered with an error."),
         failure_status: int = typer.Option(500, help="HTTP status of simulated failures."),
         model: list[str] = typer.Option(
             [], "--model", help="Model name to list and accept (repeatable); none: accept any."

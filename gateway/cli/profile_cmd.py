@@ -14,9 +14,7 @@ def register(app: typer.Typer) -> None:
 
     @group.command("check")
     def check(
-        profile: str = typer.Argument(
-            ..., help="Profile file path or shipped profile name (e.g. local-cpu)."
-        ),
+        profile: str = typer.Argument(..., help="Profile file path or shipped profile name (e.g. local-cpu)."),
     ) -> None:
         """Validate PROFILE and print it with every default filled in (API keys masked)."""
         try:

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
 import typer
 
 from deployments.profile import ProfileError, load_profile, profile_from_upstreams
+from gateway import logs
 
 
 def _parse_upstream(item: str) -> tuple[str, str]:
     name, sep, url = item.partition("=")
     if not sep or not name or not url.startswith(("http://", "https://")):
-        raise typer.BadParameter(
-            f"expected NAME=URL with an http(s) base URL, got {item!r}", param_hint="--upstream"
-        )
+        raise typer.BadParameter(f"expected NAME=URL with an http(s) base URL, got {item!r}", param_hint="--upstream")
     return name, url
 
 
@@ -29,19 +27,12 @@ def register(app: typer.Typer) -> None:
             [],
             "--upstream",
             "-u",
-            help=(
-                "NAME=URL of an OpenAI-compatible base URL (repeatable, cheapest first);"
-                " used instead of a profile."
-            ),
+            help=("NAME=URL of an OpenAI-compatible base URL (repeatable, cheapest first); used instead of a profile."),
         ),
-        host: str | None = typer.Option(
-            None, help="Listen address (default: the profile's, else 127.0.0.1)."
-        ),
+        host: str | None = typer.Option(None, help="Listen address (default: the profile's, else 127.0.0.1)."),
         port: int | None = typer.Option(None, help="Listen port (default: the profile's, else 8000)."),
         workers: int = typer.Option(1, min=1, help="Worker processes."),
-        log_level: str | None = typer.Option(
-            None, help="debug, info, warning or error (default: the profile's)."
-        ),
+        log_level: str | None = typer.Option(None, help="debug, info, warning or error (default: the profile's)."),
     ) -> None:
         """Serve the OpenAI-compatible gateway.
 
@@ -72,11 +63,11 @@ def register(app: typer.Typer) -> None:
         gw = resolved.gateway
         bind_host, bind_port = host or gw.host, port or gw.port
         level = log_level or gw.log_level
-        logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        # Each worker process configures its own logging from this (see gateway.app.app_from_env).
+        os.environ["TIERGATE_LOG_LEVEL"] = level
+        logs.configure(level, access_log=gw.access_log)
         tiers = ", ".join(f"{t.name} -> {t.endpoint}" for t in resolved.tiers)
-        typer.echo(
-            f"tiergate gateway on http://{bind_host}:{bind_port}/v1 ({workers} worker(s)); tiers: {tiers}"
-        )
+        typer.echo(f"tiergate gateway on http://{bind_host}:{bind_port}/v1 ({workers} worker(s)); tiers: {tiers}")
         uvicorn.run(
             "gateway.app:app_from_env",
             factory=True,

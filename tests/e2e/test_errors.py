@@ -96,9 +96,7 @@ def test_tier_failure_is_a_502(faulty: Stack) -> None:
 
 
 def test_tier_failure_before_the_first_streamed_byte_is_a_502_not_a_broken_stream(faulty: Stack) -> None:
-    resp = httpx.post(
-        faulty.base_url + "/chat/completions", json={"model": "small", "messages": HELLO, "stream": True}
-    )
+    resp = httpx.post(faulty.base_url + "/chat/completions", json={"model": "small", "messages": HELLO, "stream": True})
     assert resp.status_code == 502
     assert resp.headers["content-type"].startswith("application/json")
     assert _error(resp)["type"] == "upstream_error"
