@@ -86,12 +86,10 @@ class TierSpec(_Strict):
 
 class LatencyClassSpec(_Strict):
     budget_ms: float = Field(gt=0.0, description="End-to-end budget the class promises callers.")
-    max_tier: str | None = Field(
-        default=None, description="Largest tier this class may use; None means any."
-    )
+    max_tier: str | None = Field(default=None, description="Largest tier this class may use; None means any.")
 
 
-def _default_classes() -> dict[str, LatencyClassSpec]:
+def _default_classes() -> dict[LatencyClass, LatencyClassSpec]:
     # The strategy note's table: real-time < 100 ms, near real-time < 1 s, batch < 10 s.
     return {
         "realtime": LatencyClassSpec(budget_ms=100.0),
@@ -176,8 +174,7 @@ class Profile(_Strict):
         if given is not None and len(given) != len(self.tiers) - 1:
             # Padding or trimming would hide a mistake in a fleet that grew; say what is needed.
             raise ValueError(
-                f"routing.thresholds needs {len(self.tiers) - 1} values for {len(self.tiers)} tiers,"
-                f" got {len(given)}"
+                f"routing.thresholds needs {len(self.tiers) - 1} values for {len(self.tiers)} tiers, got {len(given)}"
             )
         for cls, spec in self.routing.latency_classes.items():
             if spec.max_tier is not None and spec.max_tier not in names:

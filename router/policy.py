@@ -111,9 +111,9 @@ def decide(
     elif found != wanted:
         reason = f"fallback-from-{config.tier_names[wanted]}"
     choice = found
-    ladder = tuple(
-        name for name in config.tier_names[choice : max(top, choice) + 1] if name not in unavailable
-    ) or (config.tier_names[choice],)
+    ladder = tuple(name for name in config.tier_names[choice : max(top, choice) + 1] if name not in unavailable) or (
+        config.tier_names[choice],
+    )
     return Decision(
         tier_index=choice,
         tier=config.tier_names[choice],
@@ -123,9 +123,7 @@ def decide(
     )
 
 
-def _nearest_available(
-    start: int, top: int, names: Sequence[str], unavailable: frozenset[str]
-) -> int | None:
+def _nearest_available(start: int, top: int, names: Sequence[str], unavailable: frozenset[str]) -> int | None:
     for i in range(start, top + 1):
         if names[i] not in unavailable:
             return i

@@ -1,0 +1,94 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from deployments.profile import Profile, load_profile, profile_from_upstreams, with_env_overrides
+from gateway import __version__, logs
+from gateway.errors import MethodNotAllowed, NotFound, TiergateError, render
+from gateway.middleware import AuthMiddleware, BodyLimitMiddleware, RequestContextMiddleware
+from gateway.routes import chat_route, router
+from gateway.state import AppState
+from router.policy import Scorer
+
+log = logging.getLogger("tiergate")
+
+# How `tiergate serve` hands the profile to each uvicorn worker process.
+ENV_PROFILE = "TIERGATE_PROFILE"
+ENV_UPSTREAMS = "TIERGATE_UPSTREAMS"  # "name=url,name=url", cheapest first
+
+
+def create_app(profile: Profile, *, scorer: Scorer | None = None, probe_interval_s: float = 5.0) -> FastAPI:
+    state = AppState(profile, scorer)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await state.start(probe_interval_s)
+        if not profile.gateway.api_keys:
+            log.warning("no API keys configured: every route is open (fine on loopback, not beyond)")
+        try:
+            yield
+        finally:
+            await state.stop()
+
+    app = FastAPI(
+        title="tiergate",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.tiergate = state
+    app.router.routes.append(chat_route)
+    app.include_router(router)
+
+    @app.exception_handler(TiergateError)
+    async def _tiergate_error(_: Request, exc: TiergateError) -> Response:
+        return render(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            return render(MethodNotAllowed("Method not allowed for this route."))
+        if exc.status_code == 404:
+            return render(NotFound("No such route.", code="not_found"))
+        return render(TiergateError(str(exc.detail)), {"x-status": str(exc.status_code)})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return render(TiergateError("Internal error in the gateway.", code="internal_error"))
+
+    # add_middleware puts each new layer outside the previous: this reads innermost first.
+    gw = profile.gateway
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=gw.max_body_bytes)
+    app.add_middleware(AuthMiddleware, api_keys=[k.get_secret_value() for k in gw.api_keys])
+    app.add_middleware(RequestContextMiddleware, metrics=state.metrics, access_log=gw.access_log)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory for worker processes: the profile comes from the environment."""
+    upstreams = os.environ.get(ENV_UPSTREAMS)
+    if upstreams:
+        pairs = [tuple(item.split("=", 1)) for item in upstreams.split(",") if item]
+        profile = profile_from_upstreams(
+            [(name, url) for name, url in pairs],
+            host=os.environ.get("TIERGATE_HOST", "127.0.0.1"),
+            port=int(os.environ.get("TIERGATE_PORT", "8000")),
+        )
+        profile = with_env_overrides(profile)
+    else:
+        profile = load_profile(os.environ.get(ENV_PROFILE, "local-cpu"))
+    level = os.environ.get("TIERGATE_LOG_LEVEL")
+    if level:
+        logs.configure(level, access_log=profile.gateway.access_log)
+    return create_app(profile)

@@ -1,0 +1,143 @@
+"""The one exception tree of the gateway and the one function that renders it as OpenAI's error JSON.
+
+    TiergateError
+    ├── InvalidRequest          400  invalid_request_error   (param names the field)
+    ├── AuthenticationFailed    401  authentication_error    (WWW-Authenticate: Bearer)
+    ├── NotFound                404  invalid_request_error   (unknown model or route)
+    ├── MethodNotAllowed        405  invalid_request_error
+    ├── PayloadTooLarge         413  invalid_request_error
+    ├── RateLimited             429  rate_limit_error        (Retry-After)
+    ├── UpstreamRejected        4xx  passed through from the tier: the caller's fault, not the tier's
+    ├── UpstreamFailed          502  upstream_error          (connect error, 5xx, bad body)
+    ├── Overloaded              503  overloaded_error        (Retry-After)
+    └── UpstreamTimeout         504  timeout_error
+
+Messages are bounded and never contain server paths, keys or prompt text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import orjson
+from starlette.responses import Response
+
+MAX_MESSAGE_CHARS = 500
+
+
+class TiergateError(Exception):
+    status_code = 500
+    error_type = "internal_error"
+    default_code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message if len(message) <= MAX_MESSAGE_CHARS else message[:MAX_MESSAGE_CHARS] + "..."
+        self.param = param
+        self.code = code if code is not None else self.default_code
+        self.headers = dict(headers or {})
+
+    @property
+    def counts_as_tier_failure(self) -> bool:
+        """Only faults of the tier itself (5xx, timeouts) count against it; bad requests never do."""
+        return False
+
+
+class InvalidRequest(TiergateError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class AuthenticationFailed(TiergateError):
+    status_code = 401
+    error_type = "authentication_error"
+    default_code = "invalid_api_key"
+
+    def __init__(self, message: str = "Missing or invalid API key. Send 'Authorization: Bearer <key>'.") -> None:
+        super().__init__(message, headers={"www-authenticate": 'Bearer realm="tiergate"'})
+
+
+class NotFound(TiergateError):
+    status_code = 404
+    error_type = "invalid_request_error"
+
+
+class MethodNotAllowed(TiergateError):
+    status_code = 405
+    error_type = "invalid_request_error"
+    default_code = "method_not_allowed"
+
+
+class PayloadTooLarge(TiergateError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    default_code = "request_too_large"
+
+
+class RateLimited(TiergateError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message, headers={"retry-after": str(max(retry_after_s, 1))})
+
+
+class UpstreamRejected(TiergateError):
+    """The tier refused the request as invalid (4xx): reported to the caller with the tier's status."""
+
+    error_type = "invalid_request_error"
+
+    def __init__(self, status_code: int, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message, param=param, code=code)
+        self.status_code = status_code
+
+
+class UpstreamFailed(TiergateError):
+    status_code = 502
+    error_type = "upstream_error"
+    default_code = "upstream_failed"
+
+    @property
+    def counts_as_tier_failure(self) -> bool:
+        return True
+
+
+class Overloaded(TiergateError):
+    status_code = 503
+    error_type = "overloaded_error"
+    default_code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message, headers={"retry-after": str(max(retry_after_s, 1))})
+
+
+class UpstreamTimeout(TiergateError):
+    status_code = 504
+    error_type = "timeout_error"
+    default_code = "upstream_timeout"
+
+    @property
+    def counts_as_tier_failure(self) -> bool:
+        return True
+
+
+def error_body(err: TiergateError) -> bytes:
+    return orjson.dumps(
+        {"error": {"message": err.message, "type": err.error_type, "param": err.param, "code": err.code}}
+    )
+
+
+def render(err: TiergateError, extra_headers: Mapping[str, str] | None = None) -> Response:
+    """The single place where an error becomes an HTTP response."""
+    headers = dict(err.headers)
+    if extra_headers:
+        headers.update(extra_headers)
+    return Response(error_body(err), status_code=err.status_code, headers=headers, media_type="application/json")

@@ -1,0 +1,258 @@
+"""A simulated OpenAI-compatible engine over real HTTP, for tests and benchmarks.
+
+It speaks the same protocol a vLLM server does (chat completions, streamed or not, usage, token
+logprobs, /v1/models) with settable timing and failure rate. Built on aiohttp's server so the
+benchmark's "upstream directly" baseline is as fast as the machine allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+_WORDS = (
+    "The",
+    " capital",
+    " of",
+    " France",
+    " is",
+    " Paris",
+    ".",
+    " It",
+    " lies",
+    " on",
+    " the",
+    " Seine",
+    ".",
+)
+
+
+@dataclass
+class FakeConfig:
+    ttft_ms: float = 0.0
+    token_delay_ms: float = 0.0
+    reply_tokens: int = 16
+    failure_rate: float = 0.0
+    failure_status: int = 500
+    # Models listed by /v1/models; empty means "any model is served".
+    models: list[str] = field(default_factory=list)
+    seed: int | None = None
+    # Like vLLM: prompt + max_tokens beyond this is a 400 naming max_tokens; 0 means no limit.
+    max_context_tokens: int = 0
+
+
+class FakeUpstream:
+    """The app plus what tests want to inspect (the last request body, the request count)."""
+
+    def __init__(self, config: FakeConfig | None = None) -> None:
+        self.config = config or FakeConfig()
+        self.last_request: dict[str, Any] | None = None
+        self.requests = 0
+        self.cancelled = 0
+        self.completed = 0
+        self._rng = random.Random(self.config.seed)
+        self.app = web.Application()
+        self.app.router.add_post("/v1/chat/completions", self.chat)
+        self.app.router.add_get("/v1/models", self.list_models)
+        self.app.router.add_get("/health", self.health)
+        # Inspection routes for tests: what the fake received and how often it was cut off.
+        self.app.router.add_get("/fake/last-request", self.inspect_last)
+        self.app.router.add_get("/fake/stats", self.inspect_stats)
+
+    async def health(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def inspect_last(self, _: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(self.last_request), content_type="application/json")
+
+    async def inspect_stats(self, _: web.Request) -> web.Response:
+        stats = {"requests": self.requests, "cancelled": self.cancelled, "completed": self.completed}
+        return web.Response(body=orjson.dumps(stats), content_type="application/json")
+
+    async def list_models(self, _: web.Request) -> web.Response:
+        data = [{"id": m, "object": "model", "owned_by": "fake"} for m in self.config.models]
+        return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
+
+    def _error(self, status: int, message: str, param: str | None = None) -> web.Response:
+        body = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}}
+        return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return self._error(400, "invalid JSON")
+        self.last_request = body
+        cfg = self.config
+        model = body.get("model")
+        if cfg.models and model not in cfg.models:
+            return self._error(404, f"The model `{model}` does not exist.", "model")
+        if cfg.failure_rate and self._rng.random() < cfg.failure_rate:
+            return self._error(cfg.failure_status, "simulated failure")
+        cap = body.get("max_completion_tokens") or body.get("max_tokens") or cfg.reply_tokens
+        n_tokens = max(min(cfg.reply_tokens, int(cap)), 1)
+        prompt_tokens = sum(len(str(m.get("content") or "")) for m in body.get("messages", [])) // 4 + 1
+        if cfg.max_context_tokens and prompt_tokens + int(cap) > cfg.max_context_tokens:
+            asked = prompt_tokens + int(cap)
+            message = (
+                f"This model's maximum context length is {cfg.max_context_tokens} tokens. However, you"
+                f" requested {asked} tokens ({prompt_tokens} in the messages, {int(cap)} in the completion)."
+            )
+            return self._error(400, message, "max_tokens")
+        want_logprobs = bool(body.get("logprobs"))
+        top_n = int(body.get("top_logprobs") or 0)
+        try:
+            if cfg.ttft_ms:
+                await asyncio.sleep(cfg.ttft_ms / 1000.0)
+            if body.get("stream"):
+                return await self._stream(request, body, n_tokens, prompt_tokens, want_logprobs, top_n)
+            if cfg.token_delay_ms:
+                await asyncio.sleep(cfg.token_delay_ms * n_tokens / 1000.0)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        self.completed += 1
+        tokens = [_WORDS[i % len(_WORDS)] for i in range(n_tokens)]
+        choices = [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": "".join(tokens)},
+                "logprobs": _logprobs(tokens, top_n) if want_logprobs else None,
+                "finish_reason": "length" if n_tokens < cfg.reply_tokens else "stop",
+            }
+            for i in range(int(body.get("n") or 1))
+        ]
+        reply = {
+            "id": f"chatcmpl-fake{self.requests}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": n_tokens * len(choices),
+                "total_tokens": prompt_tokens + n_tokens * len(choices),
+            },
+        }
+        return web.Response(body=orjson.dumps(reply), content_type="application/json")
+
+    async def _stream(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        n_tokens: int,
+        prompt_tokens: int,
+        want_logprobs: bool,
+        top_n: int,
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
+        await resp.prepare(request)
+        base = {
+            "id": f"chatcmpl-fake{self.requests}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": body.get("model"),
+        }
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        async def send(obj: dict[str, Any]) -> None:
+            await resp.write(b"data: " + orjson.dumps(obj) + b"\n\n")
+
+        await send(
+            {
+                **base,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"role": "assistant", "content": ""},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                ],
+            }
+        )
+        for i in range(n_tokens):
+            if self.config.token_delay_ms:
+                try:
+                    await asyncio.sleep(self.config.token_delay_ms / 1000.0)
+                except asyncio.CancelledError:
+                    self.cancelled += 1
+                    raise
+            tok = _WORDS[i % len(_WORDS)]
+            await send(
+                {
+                    **base,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "delta": {"content": tok},
+                            "logprobs": _logprobs([tok], top_n) if want_logprobs else None,
+                            "finish_reason": None,
+                        }
+                    ],
+                }
+            )
+        finish = "length" if n_tokens < self.config.reply_tokens else "stop"
+        await send({**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}]})
+        if include_usage:
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": n_tokens,
+                "total_tokens": prompt_tokens + n_tokens,
+            }
+            await send({**base, "choices": [], "usage": usage})
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        self.completed += 1
+        return resp
+
+
+def _logprobs(tokens: list[str], top_n: int) -> dict[str, Any]:
+    content = []
+    for i, tok in enumerate(tokens):
+        lp = -0.05 * (1 + i % 5)
+        entry: dict[str, Any] = {"token": tok, "logprob": lp, "bytes": list(tok.encode())}
+        entry["top_logprobs"] = [
+            {"token": tok if k == 0 else f"{tok}{k}", "logprob": lp - 1.5 * k, "bytes": None} for k in range(top_n)
+        ]
+        content.append(entry)
+    return {"content": content}
+
+
+async def start_fake(
+    config: FakeConfig, host: str = "127.0.0.1", port: int = 0
+) -> tuple[FakeUpstream, web.AppRunner, int]:
+    """Start a fake on an event loop that is already running; returns the bound port."""
+    fake = FakeUpstream(config)
+    # handler_cancellation: a caller that hangs up cancels the handler, as it cancels a vLLM request.
+    runner = web.AppRunner(fake.app, access_log=None, handle_signals=False, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    addresses = runner.addresses
+    bound = addresses[0][1] if addresses else port
+    return fake, runner, int(bound)
+
+
+def run_fake(config: FakeConfig, host: str, port: int) -> None:
+    """Blocking entry point for `tiergate fake-upstream`; Ctrl-C stops it."""
+    import uvloop
+
+    async def serve_forever() -> None:
+        _, runner, bound = await start_fake(config, host, port)
+        print(f"fake upstream listening on http://{host}:{bound}/v1", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        uvloop.run(serve_forever())

@@ -1,0 +1,128 @@
+"""Prometheus metrics under the `tiergate_` prefix, in a registry owned by each app instance.
+
+A per-app registry (not the global default) lets tests build many apps in one process. Label
+children are cached per tier so the hot path does one dict lookup, not a label resolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+# Seconds. Gateway overhead lives in the sub-millisecond range; tiers in the 10 ms - 60 s range.
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# The *_created series double the exposition size and no dashboard of ours reads them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+@dataclass(slots=True)
+class _TierChildren:
+    e2e: Histogram
+    ttft: Histogram
+    overhead: Histogram
+    prompt_tokens: Counter
+    completion_tokens: Counter
+
+
+class GatewayMetrics:
+    def __init__(self, tier_names: list[str], router_version: str, policy: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "tiergate_requests", "Chat requests by tier and HTTP status.", ["tier", "status"], registry=r
+        )
+        self.e2e = Histogram(
+            "tiergate_request_duration_seconds",
+            "End-to-end request latency as the gateway saw it.",
+            ["tier"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "tiergate_time_to_first_token_seconds",
+            "Time to the first token (streaming) or to the whole answer (non-streaming).",
+            ["tier"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.overhead = Histogram(
+            "tiergate_gateway_overhead_seconds",
+            "Time spent in the gateway itself, excluding the time waiting on the tier.",
+            ["tier"],
+            buckets=_OVERHEAD_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "tiergate_tokens",
+            "Tokens by tier and direction (prompt, completion).",
+            ["tier", "direction"],
+            registry=r,
+        )
+        self.routing = Counter(
+            "tiergate_routing_decisions",
+            "Routing decisions for model=auto by chosen tier and reason.",
+            ["tier", "reason"],
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "tiergate_upstream_errors", "Tier faults by tier and kind.", ["tier", "kind"], registry=r
+        )
+        self.tier_ready = Gauge("tiergate_tier_ready", "1 when the tier's last probe succeeded.", ["tier"], registry=r)
+        self.router_info = Gauge(
+            "tiergate_router_info",
+            "The routing policy and scorer version in use.",
+            ["policy", "version"],
+            registry=r,
+        )
+        self.router_info.labels(policy=policy, version=router_version).set(1)
+        self.in_flight = Gauge("tiergate_in_flight_requests", "Requests being served now.", registry=r)
+        self._children = {
+            name: _TierChildren(
+                e2e=self.e2e.labels(name),
+                ttft=self.ttft.labels(name),
+                overhead=self.overhead.labels(name),
+                prompt_tokens=self.tokens.labels(name, "prompt"),
+                completion_tokens=self.tokens.labels(name, "completion"),
+            )
+            for name in tier_names
+        }
+        self._request_children: dict[tuple[str, int], Counter] = {}
+        for name in tier_names:
+            self.tier_ready.labels(name).set(0)
+
+    def observe(
+        self,
+        tier: str | None,
+        status: int,
+        *,
+        total_s: float,
+        ttft_s: float | None,
+        overhead_s: float,
+        prompt_tokens: int,
+        completion_tokens: int,
+    ) -> None:
+        key = (tier or "none", status)
+        counter = self._request_children.get(key)
+        if counter is None:
+            counter = self._request_children[key] = self.requests.labels(key[0], str(status))
+        counter.inc()
+        children = self._children.get(tier) if tier else None
+        if children is None:
+            return
+        children.e2e.observe(total_s)
+        children.overhead.observe(overhead_s)
+        if ttft_s is not None:
+            children.ttft.observe(ttft_s)
+        if prompt_tokens:
+            children.prompt_tokens.inc(prompt_tokens)
+        if completion_tokens:
+            children.completion_tokens.inc(completion_tokens)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,202 @@
+"""Cross-cutting concerns as pure ASGI middleware, in this order (outermost first):
+
+1. RequestContextMiddleware: request id, start time, the x-tiergate-* headers on every response,
+   request metrics and the one structured access-log line.
+2. AuthMiddleware: bearer keys, constant-time comparison; only OPEN_PATHS pass without one.
+3. BodyLimitMiddleware: a declared Content-Length over the limit is a 413 before any byte is read
+   (chunked bodies are counted while reading, in the service).
+
+Pure ASGI rather than BaseHTTPMiddleware: the latter adds a task and a memory stream per request,
+which costs more than the gateway's whole overhead budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.errors import AuthenticationFailed, PayloadTooLarge, TiergateError, error_body
+from gateway.metrics import GatewayMetrics
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+CHAT_PATH = "/v1/chat/completions"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+access_logger = logging.getLogger("tiergate.access")
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """Per-request facts the service fills in and the outer middleware reports."""
+
+    request_id: str
+    t0: float
+    key_id: str = "-"
+    tier: str | None = None
+    latency_class: str | None = None
+    route_reason: str | None = None
+    stream: bool = False
+    status: int = 0
+    # Seconds spent waiting on the tier; subtracted from wall time to give the gateway's overhead.
+    upstream_s: float = 0.0
+    ttft_s: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error_code: str | None = None
+    client_closed: bool = False
+    extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+def context_of(scope: Scope) -> RequestContext:
+    ctx = scope.get("tiergate")
+    if not isinstance(ctx, RequestContext):
+        raise RuntimeError("RequestContextMiddleware is not installed")
+    return ctx
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+async def _send_error(send: Send, err: TiergateError) -> None:
+    headers = [(b"content-type", b"application/json")]
+    headers += [(k.encode(), v.encode()) for k, v in err.headers.items()]
+    await send({"type": "http.response.start", "status": err.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": error_body(err)})
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, *, metrics: GatewayMetrics, access_log: bool) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        given = _header(scope, b"x-request-id")
+        rid = given.decode("latin-1") if given and _REQUEST_ID.match(given.decode("latin-1")) else None
+        ctx = RequestContext(request_id=rid or os.urandom(8).hex(), t0=t0)
+        scope["tiergate"] = ctx
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                ctx.status = message["status"]
+                overhead_ms = (time.perf_counter() - t0 - ctx.upstream_s) * 1000.0
+                headers = list(message.get("headers", []))
+                headers.append((b"x-tiergate-request-id", ctx.request_id.encode()))
+                headers.append((b"x-tiergate-tier", (ctx.tier or "none").encode()))
+                headers.append((b"x-tiergate-overhead-ms", f"{overhead_ms:.3f}".encode()))
+                headers.extend(ctx.extra_headers)
+                message["headers"] = headers
+            await send(message)
+
+        is_chat = scope["path"] == CHAT_PATH
+        if is_chat:
+            self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            total_s = time.perf_counter() - t0
+            status = 499 if ctx.client_closed else ctx.status or 500
+            if is_chat:
+                self.metrics.in_flight.dec()
+                self.metrics.observe(
+                    ctx.tier,
+                    status,
+                    total_s=total_s,
+                    ttft_s=ctx.ttft_s,
+                    overhead_s=max(total_s - ctx.upstream_s, 0.0),
+                    prompt_tokens=ctx.prompt_tokens,
+                    completion_tokens=ctx.completion_tokens,
+                )
+            if self.access_log and access_logger.isEnabledFor(logging.INFO):
+                self._log(scope, ctx, status, total_s)
+
+    @staticmethod
+    def _log(scope: Scope, ctx: RequestContext, status: int, total_s: float) -> None:
+        # Never the prompt, never the key: the key id is a short hash fixed at start-up.
+        line = {
+            "request_id": ctx.request_id,
+            "key_id": ctx.key_id,
+            "method": scope["method"],
+            "path": scope["path"],
+            "status": status,
+            "tier": ctx.tier,
+            "latency_class": ctx.latency_class,
+            "route_reason": ctx.route_reason,
+            "stream": ctx.stream,
+            "prompt_tokens": ctx.prompt_tokens,
+            "completion_tokens": ctx.completion_tokens,
+            "ttft_ms": None if ctx.ttft_s is None else round(ctx.ttft_s * 1000.0, 3),
+            "total_ms": round(total_s * 1000.0, 3),
+            "overhead_ms": round(max(total_s - ctx.upstream_s, 0.0) * 1000.0, 3),
+            "error_code": ctx.error_code,
+        }
+        access_logger.info(orjson.dumps(line).decode())
+
+
+def key_id(key: str) -> str:
+    """A stable, non-reversible id for logs: the first 8 hex digits of the key's SHA-256."""
+    return hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
+class AuthMiddleware:
+    def __init__(self, app: ASGIApp, *, api_keys: list[str]) -> None:
+        self.app = app
+        self._keys = [(k.encode(), key_id(k)) for k in api_keys]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self._keys or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        presented = _bearer(_header(scope, b"authorization"))
+        matched: str | None = None
+        if presented is not None:
+            # Compare against every key without stopping early, so timing reveals nothing.
+            for key, kid in self._keys:
+                if hmac.compare_digest(presented, key):
+                    matched = kid
+        if matched is None:
+            await _send_error(send, AuthenticationFailed())
+            return
+        context_of(scope).key_id = matched
+        await self.app(scope, receive, send)
+
+
+def _bearer(value: bytes | None) -> bytes | None:
+    if not value:
+        return None
+    scheme, _, token = value.partition(b" ")
+    if scheme.lower() != b"bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            declared = _header(scope, b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+                await _send_error(
+                    send, PayloadTooLarge(f"Request body exceeds the limit of {self.max_body_bytes} bytes.")
+                )
+                return
+        await self.app(scope, receive, send)

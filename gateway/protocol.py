@@ -1,0 +1,152 @@
+"""The OpenAI chat-completions request, validated without losing a byte of what the caller sent.
+
+Validation uses pydantic (strict types, so "0.5" is not a temperature), but the request forwarded to
+the tier is the caller's own JSON object with only `model` rewritten: fields tiergate does not know
+are passed through, and reported back in a header so they are never dropped silently.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, model_validator
+
+from gateway.errors import InvalidRequest
+
+# Strict mode still accepts JSON integers for floats, but never strings.
+Number = float
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    role: Role
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _content_present(self) -> Message:
+        extra = self.__pydantic_extra__ or {}
+        if self.content is None and self.role != "assistant" and "tool_calls" not in extra:
+            raise ValueError("content is required for this role")
+        return self
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    include_usage: bool | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    """The fields tiergate checks. Everything else travels as the caller sent it."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    model: str = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1)
+    stream: StrictBool | None = None
+    stream_options: StreamOptions | None = None
+    max_tokens: StrictInt | None = Field(default=None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
+    temperature: Number | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: Number | None = Field(default=None, ge=0.0, le=1.0)
+    n: StrictInt | None = Field(default=None, ge=1, le=128)
+    presence_penalty: Number | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: Number | None = Field(default=None, ge=-2.0, le=2.0)
+    seed: StrictInt | None = None
+    stop: str | list[str] | None = None
+    logprobs: StrictBool | None = None
+    top_logprobs: StrictInt | None = Field(default=None, ge=0, le=20)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ChatCompletionRequest:
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed when stream is true")
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs requires logprobs to be true")
+        if isinstance(self.stop, list) and len(self.stop) > 4:
+            raise ValueError("stop accepts at most 4 sequences")
+        return self
+
+
+KNOWN_FIELDS = frozenset(ChatCompletionRequest.model_fields)
+
+
+class ParsedRequest:
+    """A validated request: the checked view plus the caller's original JSON object."""
+
+    __slots__ = ("body", "checked", "unknown_fields")
+
+    def __init__(self, body: dict[str, Any], checked: ChatCompletionRequest) -> None:
+        self.body = body
+        self.checked = checked
+        self.unknown_fields = sorted(k for k in body if k not in KNOWN_FIELDS)
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.checked.stream)
+
+    @property
+    def max_tokens(self) -> int | None:
+        c = self.checked
+        return c.max_completion_tokens if c.max_completion_tokens is not None else c.max_tokens
+
+    def routing_text(self) -> str:
+        """The text a router reads: every message's text content, in order."""
+        parts: list[str] = []
+        for msg in self.checked.messages:
+            content = msg.content
+            if isinstance(content, str):
+                parts.append(content)
+            elif content:
+                parts.extend(str(p.get("text", "")) for p in content if p.get("type") == "text")
+        return "\n".join(parts)
+
+    def upstream_body(self, upstream_model: str, *, force_usage: bool) -> bytes:
+        """The caller's JSON with `model` rewritten; usage is requested upstream for metrics."""
+        body = dict(self.body)
+        body["model"] = upstream_model
+        if force_usage and self.stream:
+            opts = dict(body.get("stream_options") or {})
+            opts["include_usage"] = True
+            body["stream_options"] = opts
+        return orjson.dumps(body)
+
+
+def _param_of(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            # Union members appear in pydantic's path ('str', 'list[...]'); they are not fields.
+            if part in {"str", "list[str]", "list[dict[str,any]]", "dict[str,any]"} or "[" in part:
+                continue
+            out += f".{part}" if out else part
+    return out
+
+
+def parse_chat_request(raw: bytes) -> ParsedRequest:
+    """Parse and validate a request body; every failure is a 400 naming the offending field."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("Request body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("Request body must be a JSON object.", code="invalid_json")
+    try:
+        checked = ChatCompletionRequest.model_validate(body)
+    except ValidationError as err:
+        first = err.errors(include_url=False, include_input=False)[0]
+        param = _param_of(tuple(first["loc"])) or None
+        msg = first["msg"]
+        raise InvalidRequest(f"Invalid value for '{param}': {msg}" if param else msg, param=param) from None
+    return ParsedRequest(body, checked)

@@ -1,0 +1,73 @@
+"""Everything one gateway process holds: profile, tiers, client, scorer, metrics, service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deployments.profile import Profile
+from gateway.metrics import GatewayMetrics
+from gateway.service import ChatService
+from gateway.tiers import TierRegistry
+from gateway.upstream import UpstreamClient
+from router.policy import HeuristicScorer, Scorer
+
+
+class AppState:
+    def __init__(self, profile: Profile, scorer: Scorer | None = None) -> None:
+        self.profile = profile
+        self.scorer: Scorer = scorer if scorer is not None else HeuristicScorer()
+        names = [t.name for t in profile.tiers]
+        self.metrics = GatewayMetrics(names, router_version=self.scorer.version, policy=profile.routing.policy)
+        self.tiers = TierRegistry(profile.tiers, self.metrics)
+        gw = profile.gateway
+        self.client = UpstreamClient(pool_size=gw.upstream_pool_size, connect_timeout_s=gw.connect_timeout_s)
+        self.service = ChatService(
+            profile, tiers=self.tiers, client=self.client, scorer=self.scorer, metrics=self.metrics
+        )
+        self.draining = False
+
+    async def start(self, probe_interval_s: float) -> None:
+        await self.client.start()
+        self.tiers.start(self.client, probe_interval_s)
+
+    async def stop(self) -> None:
+        self.draining = True
+        await self.tiers.stop()
+        await self.client.close()
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        tiers = {
+            t.name: {"ready": bool(t.ready), **({"error": t.last_error} if t.last_error else {})}
+            for t in self.tiers.tiers
+        }
+        ready = not self.draining and self.tiers.any_ready()
+        status = "draining" if self.draining else ("ready" if ready else "not ready")
+        return ready, {"status": status, "tiers": tiers}
+
+    def model_list(self, now_s: int) -> dict[str, Any]:
+        router_meta = {"policy": self.profile.routing.policy, "scorer_version": self.scorer.version}
+        data: list[dict[str, Any]] = [
+            {
+                "id": "auto",
+                "object": "model",
+                "created": now_s,
+                "owned_by": "tiergate",
+                "tiergate": router_meta,
+            }
+        ]
+        for spec, tier in zip(self.profile.tiers, self.tiers.tiers, strict=True):
+            data.append(
+                {
+                    "id": spec.name,
+                    "object": "model",
+                    "created": now_s,
+                    "owned_by": "tiergate",
+                    "tiergate": {
+                        "upstream_model": spec.upstream_model,
+                        "ready": bool(tier.ready),
+                        "context_length_tokens": spec.context_length_tokens,
+                        "params_billions": spec.params_billions,
+                    },
+                }
+            )
+        return {"object": "list", "data": data}

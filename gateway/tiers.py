@@ -1,0 +1,94 @@
+"""The gateway's live view of its tiers: where to send requests and whether each one answers.
+
+A background task probes each tier's `GET {endpoint}/models`. A tier is ready when the probe
+succeeds and, if the endpoint lists models, its upstream model is among them (Ray Serve lists a
+model only once its deployment is up). `/readyz` is true while at least one tier is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from deployments.profile import TierSpec
+from gateway.errors import TiergateError
+from gateway.metrics import GatewayMetrics
+from gateway.upstream import UpstreamClient
+
+log = logging.getLogger("tiergate.tiers")
+
+
+@dataclass(slots=True)
+class Tier:
+    name: str
+    chat_url: str
+    models_url: str
+    upstream_model: str
+    default_max_tokens: int
+    context_length_tokens: int
+    # None until the first probe: an unprobed tier is not refused traffic, only reported not ready.
+    ready: bool | None = None
+    last_error: str | None = None
+
+    @classmethod
+    def from_spec(cls, spec: TierSpec) -> Tier:
+        base = spec.endpoint.rstrip("/")
+        return cls(
+            name=spec.name,
+            chat_url=f"{base}/chat/completions",
+            models_url=f"{base}/models",
+            upstream_model=spec.upstream_model,
+            default_max_tokens=spec.default_max_tokens,
+            context_length_tokens=spec.context_length_tokens,
+        )
+
+
+class TierRegistry:
+    def __init__(self, specs: list[TierSpec], metrics: GatewayMetrics) -> None:
+        self.tiers = [Tier.from_spec(s) for s in specs]
+        self.by_name = {t.name: t for t in self.tiers}
+        self.names = tuple(t.name for t in self.tiers)
+        self._metrics = metrics
+        self._task: asyncio.Task[None] | None = None
+
+    def unavailable(self) -> frozenset[str]:
+        return frozenset(t.name for t in self.tiers if t.ready is False)
+
+    def any_ready(self) -> bool:
+        return any(t.ready for t in self.tiers)
+
+    async def probe_once(self, client: UpstreamClient, timeout_s: float = 2.0) -> None:
+        await asyncio.gather(*(self._probe(client, t, timeout_s) for t in self.tiers))
+
+    async def _probe(self, client: UpstreamClient, tier: Tier, timeout_s: float) -> None:
+        try:
+            listing = await client.get_json(tier.models_url, timeout_s=timeout_s)
+            served = {m.get("id") for m in listing.get("data", []) if isinstance(m, dict)}
+            ok = not served or tier.upstream_model in served
+            error = None if ok else f"endpoint does not list model {tier.upstream_model!r} yet"
+        except TiergateError as err:
+            ok, error = False, err.message
+        except (AttributeError, TypeError):
+            ok, error = False, "endpoint's model list is not OpenAI-shaped"
+        if ok != tier.ready:
+            log.info("tier %s is %s%s", tier.name, "ready" if ok else "not ready", f": {error}" if error else "")
+        tier.ready, tier.last_error = ok, error
+        self._metrics.tier_ready.labels(tier.name).set(1 if ok else 0)
+
+    def start(self, client: UpstreamClient, interval_s: float) -> None:
+        self._task = asyncio.create_task(self._loop(client, interval_s))
+
+    async def _loop(self, client: UpstreamClient, interval_s: float) -> None:
+        while True:
+            await self.probe_once(client)
+            # Probe quickly until everything is ready, then settle to the configured interval.
+            await asyncio.sleep(interval_s if all(t.ready for t in self.tiers) else min(interval_s, 1.0))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deployments.profile import (
+    ProfileError,
+    load_profile,
+    parse_profile,
+    profile_from_upstreams,
+    with_env_overrides,
+)
+
+TIER = {"name": "small", "endpoint": "http://127.0.0.1:9/v1", "upstream_model": "m"}
+
+
+def test_every_shipped_profile_validates() -> None:
+    for path in sorted((Path(__file__).parents[2] / "deployments" / "profiles").glob("*.yaml")):
+        assert load_profile(str(path), apply_env=False).tiers
+
+
+def test_a_missing_field_is_named_with_its_path() -> None:
+    with pytest.raises(ProfileError) as info:
+        parse_profile({"tiers": [{"name": "small", "upstream_model": "m"}]})
+    assert "tiers.0.endpoint" in str(info.value)
+
+
+def test_a_typo_in_a_key_is_refused_not_ignored() -> None:
+    with pytest.raises(ProfileError) as info:
+        parse_profile({"tiers": [TIER], "gateway": {"prot": 8000}})
+    assert "gateway.prot" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        ({"tiers": [TIER, TIER]}, "unique"),
+        ({"tiers": [{**TIER, "name": "auto"}]}, "reserved"),
+        ({"tiers": [TIER, {**TIER, "name": "b"}], "routing": {"thresholds": [0.2, 0.5]}}, "needs 1 values"),
+        (
+            {
+                "tiers": [TIER, {**TIER, "name": "b"}, {**TIER, "name": "c"}],
+                "routing": {"thresholds": [0.7, 0.3]},
+            },
+            "ascending",
+        ),
+        (
+            {
+                "tiers": [TIER],
+                "routing": {"latency_classes": {"realtime": {"budget_ms": 50, "max_tier": "x"}}},
+            },
+            "latency_classes",
+        ),
+        ({"tiers": [TIER], "gateway": {"api_keys": ["short"]}}, "at least 8"),
+        ({"tiers": [TIER], "gateway": {"port": 8100}}, "must differ"),
+        ({"tiers": []}, "tiers"),
+        ([1, 2], "mapping"),
+    ],
+)
+def test_invalid_profiles_fail_with_a_clear_message(data: object, fragment: str) -> None:
+    with pytest.raises(ProfileError) as info:
+        parse_profile(data)
+    assert fragment in str(info.value)
+
+
+def test_shipped_profile_by_name_and_unknown_name_lists_choices() -> None:
+    assert load_profile("test-fake", apply_env=False).name == "test-fake"
+    with pytest.raises(ProfileError) as info:
+        load_profile("no-such-profile")
+    assert "local-cpu" in str(info.value)
+
+
+def test_bad_yaml_is_a_profile_error(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("tiers: [unclosed")
+    with pytest.raises(ProfileError):
+        load_profile(str(path))
+
+
+def test_env_keys_replace_profile_keys_and_are_validated() -> None:
+    profile = parse_profile({"tiers": [TIER], "gateway": {"api_keys": ["profile-key-123"]}})
+    swapped = with_env_overrides(profile, {"TIERGATE_API_KEYS": "env-key-aaaa, env-key-bbbb"})
+    assert [k.get_secret_value() for k in swapped.gateway.api_keys] == ["env-key-aaaa", "env-key-bbbb"]
+    assert with_env_overrides(profile, {}) is profile
+    with pytest.raises(ProfileError):
+        with_env_overrides(profile, {"TIERGATE_API_KEYS": "tiny"})
+
+
+def test_keys_never_show_in_a_dump() -> None:
+    profile = parse_profile({"tiers": [TIER], "gateway": {"api_keys": ["profile-key-123"]}})
+    assert "profile-key-123" not in yaml.safe_dump(profile.model_dump(mode="json"))
+
+
+def test_default_thresholds_follow_the_note_for_three_tiers_and_spread_otherwise() -> None:
+    three = parse_profile({"tiers": [TIER, {**TIER, "name": "b"}, {**TIER, "name": "c"}]})
+    assert three.routing.thresholds_for(3) == [0.3, 0.7]
+    two = profile_from_upstreams([("a", "http://x/v1"), ("b", "http://y/v1")], host="127.0.0.1", port=8000)
+    assert two.routing.thresholds_for(2) == [0.5]
+    assert [t.upstream_model for t in two.tiers] == ["a", "b"]
