@@ -15,7 +15,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -88,6 +88,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 class HttpAnswer:
     status: int
     body: Any
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def http_json(
@@ -103,14 +104,15 @@ def http_json(
         with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
             raw = response.read()
             status = int(response.status)
+            got = {k.lower(): v for k, v in response.headers.items()}
     except urllib.error.HTTPError as err:
-        raw, status = err.read(), err.code
+        raw, status, got = err.read(), err.code, {k.lower(): v for k, v in err.headers.items()}
     except (OSError, TimeoutError):
         return HttpAnswer(0, None)
     try:
-        return HttpAnswer(status, json.loads(raw) if raw else None)
+        return HttpAnswer(status, json.loads(raw) if raw else None, got)
     except ValueError:
-        return HttpAnswer(status, raw.decode(errors="replace"))
+        return HttpAnswer(status, raw.decode(errors="replace"), got)
 
 
 def descendants(pid: int) -> list[psutil.Process]:

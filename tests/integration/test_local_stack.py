@@ -7,109 +7,27 @@ About 2-3 minutes on two cores (most of it the engine start). Deselect with -m '
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import openai
-import psutil
 import pytest
 
-from deployments.processes import free_port, http_json
+from deployments.processes import http_json
+from tests.local_stack import REPO, STOP_BUDGET_S, Stack, StackError, boot
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-BOOT_TIMEOUT_S = 480.0
-STOP_BUDGET_S = 20.0
 QUESTION = "What is the capital of France?"
-
-
-@dataclass
-class Stack:
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-    state_dir: Path
-    gateway_port: int
-    serve_port: int
-    boot_s: float = 0.0
-    seen: dict[int, psutil.Process] = field(default_factory=dict)
-    stopped_in_s: float | None = None
-    exit_code: int | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.gateway_port}/v1"
-
-    def log_tail(self, n_chars: int = 4000) -> str:
-        return self.log_path.read_text(errors="replace")[-n_chars:]
-
-    def remember_tree(self) -> None:
-        """Every process below the launcher now (Ray daemons, workers, vLLM engines, gateway)."""
-        try:
-            for proc in psutil.Process(self.popen.pid).children(recursive=True):
-                self.seen.setdefault(proc.pid, proc)
-        except psutil.NoSuchProcess:
-            pass
-
-    def stop(self) -> None:
-        if self.exit_code is not None:
-            return
-        self.remember_tree()
-        started = time.monotonic()
-        self.popen.send_signal(signal.SIGTERM)
-        try:
-            self.exit_code = self.popen.wait(timeout=STOP_BUDGET_S + 10)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.exit_code = self.popen.wait()
-        self.stopped_in_s = time.monotonic() - started
-
-    def survivors(self) -> list[str]:
-        alive = []
-        for proc in self.seen.values():
-            try:
-                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(f"{proc.pid} {proc.name()}")
-            except psutil.NoSuchProcess:
-                continue
-        return alive
-
-
-def _boot() -> Stack:
-    gateway_port, serve_port = free_port(), free_port()
-    while serve_port == gateway_port:
-        serve_port = free_port()
-    state_dir = Path(tempfile.mkdtemp(prefix="tiergate-it-"))
-    log_path = state_dir / "up.log"
-    cmd = [sys.executable, "-m", "gateway.cli", "up", "--profile", "local-cpu"]
-    cmd += ["--port", str(gateway_port), "--serve-port", str(serve_port), "--state-dir", str(state_dir)]
-    with log_path.open("wb") as log:
-        popen = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
-    stack = Stack(popen, log_path, state_dir, gateway_port, serve_port)
-    started = time.monotonic()
-    while time.monotonic() - started < BOOT_TIMEOUT_S:
-        stack.remember_tree()
-        if popen.poll() is not None:
-            pytest.fail(f"tiergate up exited with {popen.returncode} while booting:\n{stack.log_tail()}")
-        if http_json(f"http://127.0.0.1:{gateway_port}/readyz", timeout_s=2.0).status == 200:
-            stack.boot_s = time.monotonic() - started
-            stack.remember_tree()
-            return stack
-        time.sleep(1.0)
-    stack.stop()
-    pytest.fail(f"the stack was not ready within {BOOT_TIMEOUT_S:.0f} s:\n{stack.log_tail()}")
 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    booted = _boot()
+    try:
+        booted = boot()
+    except StackError as err:
+        pytest.fail(str(err))
     try:
         yield booted
     finally:

@@ -119,10 +119,7 @@ def test_port_in_use_sees_a_listener() -> None:
 
 
 _IGNORES_SIGTERM = (
-    "import signal, time\n"
-    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-    "print('up', flush=True)\n"
-    "time.sleep(60)\n"
+    "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\ntime.sleep(60)\n"
 )
 
 
