@@ -118,9 +118,7 @@ def engine_kwargs(spec: ServingSpec) -> dict[str, Any]:
     """vLLM engine arguments for one engine (after `plan_serving`)."""
     clash = sorted(_TYPED_ENGINE_KEYS & spec.engine_kwargs.keys())
     if clash:
-        raise ServeBuildError(
-            f"serving.engine_kwargs repeats typed fields {clash}; set them in serving itself"
-        )
+        raise ServeBuildError(f"serving.engine_kwargs repeats typed fields {clash}; set them in serving itself")
     kwargs: dict[str, Any] = {
         "tensor_parallel_size": spec.tensor_parallel_size or 1,
         "dtype": spec.dtype,

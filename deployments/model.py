@@ -98,9 +98,7 @@ def prepared_stand_in_dir(root: Path | None = None) -> Path:
     """The prepared folder; raises with the command to run when it is missing or incomplete."""
     target = stand_in_dir(root)
     if not (target / MARKER_NAME).is_file():
-        raise ModelPrepareError(
-            f"the stand-in model is not prepared in {target}; run `tiergate model prepare` first"
-        )
+        raise ModelPrepareError(f"the stand-in model is not prepared in {target}; run `tiergate model prepare` first")
     return target
 
 
@@ -151,9 +149,7 @@ def _load_tokenizer(gguf: Path) -> Any:
     try:
         from transformers import AutoTokenizer
     except ImportError as err:
-        raise ModelPrepareError(
-            f"transformers is needed to prepare the model ({err}); run `make setup`"
-        ) from err
+        raise ModelPrepareError(f"transformers is needed to prepare the model ({err}); run `make setup`") from err
     return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
 
 
@@ -163,8 +159,7 @@ def _load_model(gguf: Path) -> Any:
         from transformers import AutoModelForCausalLM, GgufConfig
     except ImportError as err:
         raise ModelPrepareError(
-            f"torch, transformers, gguf and accelerate are needed to prepare the model ({err});"
-            " run `make setup`"
+            f"torch, transformers, gguf and accelerate are needed to prepare the model ({err}); run `make setup`"
         ) from err
     # The weights stay packed (and cannot be saved) unless dequantised while loading.
     return AutoModelForCausalLM.from_pretrained(

@@ -24,16 +24,12 @@ def register(app: typer.Typer) -> None:
         state_dir: Annotated[
             Path | None, typer.Option(help="Where the lock/pid file lives (default: <cache dir>/run).")
         ] = None,
-        ray_cpus: Annotated[
-            int, typer.Option(min=1, help="Logical CPUs for the local Ray.")
-        ] = DEFAULT_RAY_CPUS,
+        ray_cpus: Annotated[int, typer.Option(min=1, help="Logical CPUs for the local Ray.")] = DEFAULT_RAY_CPUS,
         no_gateway: Annotated[bool, typer.Option(help="Start Ray Serve only (no gateway).")] = False,
         ready_timeout_s: Annotated[
             float, typer.Option("--ready-timeout", help="Seconds to wait for the engines.")
         ] = 600.0,
-        verbose: Annotated[
-            bool, typer.Option("--verbose", "-v", help="Stream Ray and vLLM logs here.")
-        ] = False,
+        verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Stream Ray and vLLM logs here.")] = False,
     ) -> None:
         """Start Ray, deploy the profile's tiers, start the gateway; Ctrl-C stops all within 20 s."""
         opts = LaunchOptions(
