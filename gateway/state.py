@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from deployments.profile import Profile
+from gateway.admission import TierAdmission
 from gateway.metrics import GatewayMetrics
 from gateway.service import ChatService
 from gateway.tiers import TierRegistry
@@ -21,8 +22,25 @@ class AppState:
         self.tiers = TierRegistry(profile.tiers, self.metrics)
         gw = profile.gateway
         self.client = UpstreamClient(pool_size=gw.upstream_pool_size, connect_timeout_s=gw.connect_timeout_s)
+        self.admission = {
+            t.name: TierAdmission(
+                t.name,
+                capacity_tokens=t.kv_capacity_tokens,
+                max_queue=gw.admission_max_queue,
+                queue_timeout_s=gw.admission_queue_timeout_s,
+                realtime_max_seqs=gw.realtime_max_seqs,
+            )
+            for t in profile.tiers
+        }
+        for name, gate in self.admission.items():
+            self.metrics.watch_admission(name, gate)
         self.service = ChatService(
-            profile, tiers=self.tiers, client=self.client, scorer=self.scorer, metrics=self.metrics
+            profile,
+            tiers=self.tiers,
+            client=self.client,
+            scorer=self.scorer,
+            metrics=self.metrics,
+            admission=self.admission,
         )
         self.draining = False
 
