@@ -66,10 +66,10 @@ def kv_bytes_per_token(arch: Architecture, kv: DType) -> int:
 
 
 def kv_heads_per_rank(arch: Architecture, tp: int) -> int:
-    """KV heads each TP rank stores: heads split when divisible, else replicated (one per rank)."""
+    """KV heads each TP rank stores: heads split over ranks, replicated when fewer heads than ranks."""
     if arch.mla is not None:
         return 1  # the latent is shared by all heads and replicated on every rank
-    return max(1, arch.n_kv_heads // tp)
+    return -(-arch.n_kv_heads // tp)
 
 
 def kv_bytes_per_token_per_worker(arch: Architecture, kv: DType, tp: int, pp: int) -> int:
