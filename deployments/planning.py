@@ -241,7 +241,7 @@ def _cpu_limits(
         raise TierPlanningError(f"tier {tier.name!r}: {problem}")
     budget = int(serving.kv_cache_space_gib * GIB)
     per_token = mem.kv_bytes_per_token_per_worker(arch, kv_dtype(kv_key), tp, 1)
-    tokens = mem.kv_tokens_from_budget(budget, per_token, mem.DEFAULT_BLOCK_SIZE_TOKENS)
+    tokens = mem.kv_tokens_from_budget(budget, per_token, mem.CPU_BLOCK_SIZE_TOKENS)
     if tokens < need_tokens:
         raise TierPlanningError(
             f"tier {tier.name!r}: a {serving.kv_cache_space_gib:g} GiB KV pool holds {tokens:,} tokens of"

