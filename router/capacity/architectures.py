@@ -79,6 +79,8 @@ class Architecture:
                 raise ArchitectureError(f"{self.name}: MoE needs 1 <= top-k <= experts and d_ff_expert >= 1")
             if not 0 <= self.n_dense_layers < self.n_layers:
                 raise ArchitectureError(f"{self.name}: n_dense_layers must lie in [0, n_layers)")
+            if self.n_dense_layers and self.d_ff < 1:
+                raise ArchitectureError(f"{self.name}: dense layers need d_ff >= 1")
         elif self.d_ff < 1:
             raise ArchitectureError(f"{self.name}: a dense model needs d_ff >= 1")
 

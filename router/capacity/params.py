@@ -3,9 +3,9 @@
 Counted per weight tensor as the Hugging Face checkpoints store them (RMSNorm weights only, no
 biases unless the architecture has them). For Llama-2-7B this gives 6,738,415,616, the published
 6.74 B. The note's `P ~= 12 * L * d^2` assumes a 4d-wide non-gated MLP and full multi-head K/V
-and ignores embeddings: for Llama-2-70B it says 64.4 B against 68.98 B exact (-6.6 %), because
-SwiGLU's three 28,672-wide matrices (8.3 % more than 8 d^2) and 524 M of embedding + head outweigh
-what grouped-query attention saves (8 KV heads of 64).
+and ignores embeddings: for Llama-2-70B it says 64.42 B against 68.98 B exact (-6.6 %). SwiGLU's
+three 28,672-wide matrices are 31 % more than a 4d MLP's 8 d^2 (+13.4 B), grouped-query attention
+(8 KV heads of 64) saves 9.4 B, and embedding + head add 0.52 B.
 
 The note's MoE rule, active = total / number of experts, is wrong: a token uses every
 non-expert weight (attention, embeddings, shared experts, dense layers) plus its top-k routed

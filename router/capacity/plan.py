@@ -181,8 +181,12 @@ class Plan:
         return data
 
 
-def _notes(arch: Architecture, params: ParamBreakdown, cap: Capacity, context_tokens: int) -> tuple[str, ...]:
+def _notes(
+    arch: Architecture, params: ParamBreakdown, cap: Capacity, context_tokens: int, asked: int | None
+) -> tuple[str, ...]:
     notes = []
+    if asked is not None and asked > arch.max_context_tokens:
+        notes.append(f"context_tokens {asked:,} capped at the model's maximum, {arch.max_context_tokens:,}")
     if arch.mla is not None:
         notes.append(
             "MLA KV cache approximated as (kv_lora_rank + qk_rope_head_dim) per layer, replicated on each"
@@ -278,7 +282,7 @@ def plan(arch: Architecture, gpu: GPU, inputs: PlanInputs | None = None) -> Plan
         flops_fraction=q.efficiency.flops_fraction,
         bandwidth_fraction=q.efficiency.bandwidth_fraction,
         block_size_tokens=q.block_size_tokens,
-        notes=_notes(arch, params, cap, context),
+        notes=_notes(arch, params, cap, context, q.context_tokens),
     )
 
 
