@@ -113,4 +113,6 @@ def test_a_broken_config_json_is_a_clean_error(tmp_path: Path) -> None:
 def test_context_beyond_the_model_is_capped_and_said() -> None:
     data = _plan_json("--model", "llama-2-7b", "--gpu", "h100-80gb", "--context-tokens", "100000")
     assert data["context_tokens"] == 4096
-    assert any("capped" in str(note) for note in data["notes"])  # type: ignore[union-attr]
+    notes = data["notes"]
+    assert isinstance(notes, list)
+    assert any("capped" in str(note) for note in notes)
