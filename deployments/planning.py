@@ -205,6 +205,11 @@ def derive_engine_limits(
             f" {cap.reserve_bytes_per_gpu / 1e9:,.2f} GB per GPU of {utilization:g} x"
             f" {device.memory_bytes / 1e9:,.2f} GB); {smallest_text}"
         )
+    if tier.gpus and tier.gpus != tp:
+        # tier.gpus prices the tier (cost_per_hour_usd); a mismatch would misprice every request.
+        raise TierPlanningError(
+            f"tier {tier.name!r}: gpus={tier.gpus} but the engine runs on TP={tp}; set gpus to {tp}"
+        )
     return EngineLimits(
         tier=tier.name,
         accelerator=device.key,

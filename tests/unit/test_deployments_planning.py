@@ -121,3 +121,9 @@ def test_admission_capacity_is_per_replica_capacity_times_replicas() -> None:
     assert kv_tokens_capacity(tier, replicas=4) == 4 * per_replica
     external = load_profile("local-cpu", apply_env=False).tiers[1]
     assert kv_tokens_capacity(external) is None
+
+
+def test_tier_gpus_that_disagree_with_the_engine_tp_are_refused() -> None:
+    tier = _tier(architecture="llama-3.3-70b").model_copy(update={"gpus": 2})
+    with pytest.raises(TierPlanningError, match="gpus=2 but the engine runs on TP=4"):
+        derive_engine_limits(tier)
