@@ -16,7 +16,7 @@ each, with the numbers). Modules, bottom up:
 from router.capacity.architectures import CATALOGUE, Architecture, ArchitectureError, MLASpec, from_hf_config
 from router.capacity.dtypes import KV_DTYPES, WEIGHT_DTYPES, DTypeError
 from router.capacity.hardware import GPU, GPUS, GPUError
-from router.capacity.plan import Plan, PlanInputs, kv_tokens_for_budget, plan
+from router.capacity.plan import Plan, PlanInputs, batch_for_inter_token_latency, kv_tokens_for_budget, plan
 
 __all__ = [
     "CATALOGUE",
@@ -31,6 +31,7 @@ __all__ = [
     "MLASpec",
     "Plan",
     "PlanInputs",
+    "batch_for_inter_token_latency",
     "from_hf_config",
     "kv_tokens_for_budget",
     "plan",

@@ -16,7 +16,7 @@ from router.capacity.cost import HOURS_PER_MONTH, cost
 from router.capacity.dtypes import DEFAULT_INT4_GROUP_SIZE, DType, activation_dtype, kv_dtype, weight_dtype
 from router.capacity.hardware import GPU
 from router.capacity.params import ParamBreakdown, count_params, note_active_estimate, note_params_estimate
-from router.capacity.perf import Efficiency, decode_step, ttft_s
+from router.capacity.perf import DecodeStep, Efficiency, decode_step, ttft_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,10 +205,21 @@ def _notes(
     return tuple(notes)
 
 
-def plan(arch: Architecture, gpu: GPU, inputs: PlanInputs | None = None) -> Plan:
-    """Answer `inputs` for `arch` on `gpu`. Raises DTypeError / ValueError on bad inputs only;
-    a model that does not fit is an answer (fits=False), not an error."""
-    q = inputs or PlanInputs()
+@dataclass(frozen=True, slots=True)
+class _Sized:
+    """What every question about one (model, GPU, inputs) shares."""
+
+    weights: DType
+    kv: DType
+    params: ParamBreakdown
+    weights_bytes: int
+    context: int
+    smallest: Capacity | None
+    cap: Capacity
+    max_batch: int
+
+
+def _size(arch: Architecture, gpu: GPU, q: PlanInputs) -> _Sized:
     weights = weight_dtype(q.dtype)
     kv = kv_dtype(q.kv_dtype) if q.kv_dtype else activation_dtype(weights)
     params = count_params(arch)
@@ -216,25 +227,60 @@ def plan(arch: Architecture, gpu: GPU, inputs: PlanInputs | None = None) -> Plan
         params, weights, group_size=q.int4_group_size, quantize_embeddings=q.quantize_embeddings
     )
     context = min(q.context_tokens or arch.max_context_tokens, arch.max_context_tokens)
-    prompt = min(q.prompt_tokens, context)
     smallest = min_gpus(arch, gpu, w_bytes, weights, kv, context, q)
     gpus = q.gpus if q.gpus is not None else (smallest.layout.gpus if smallest else mem.MAX_GPUS_SEARCHED)
     cap = capacity(arch, gpu, w_bytes, weights, kv, gpus, q)
-    fits = cap.problem is None and cap.kv_tokens_capacity >= context
     batch = mem.max_batch(cap.kv_tokens_capacity, context) if cap.problem is None else 0
-    kv_total_per_token = cap.kv_bytes_per_token_per_gpu * gpus
-    step = decode_step(
+    return _Sized(weights, kv, params, w_bytes, context, smallest, cap, batch)
+
+
+def _decode(arch: Architecture, gpu: GPU, q: PlanInputs, sized: _Sized, batch: int) -> DecodeStep:
+    kv_total_per_token = sized.cap.kv_bytes_per_token_per_gpu * sized.cap.layout.gpus
+    return decode_step(
         arch,
-        params,
+        sized.params,
         gpu,
-        weights,
-        w_bytes,
+        sized.weights,
+        sized.weights_bytes,
         kv_total_per_token,
-        cap.layout,
+        sized.cap.layout,
         max(batch, 1),
-        context,
+        sized.context,
         q.efficiency,
     )
+
+
+def batch_for_inter_token_latency(
+    arch: Architecture, gpu: GPU, inputs: PlanInputs, inter_token_budget_ms: float
+) -> int:
+    """The largest batch (at most max_batch) whose decode step stays within `inter_token_budget_ms`.
+
+    For latency classes: the note caps realtime batches at 4 by rule; this is the roofline's
+    answer instead (0 when even one sequence is slower than the budget, or nothing fits).
+    A decode step only grows with the batch, so a bisection finds it.
+    """
+    sized = _size(arch, gpu, inputs)
+    lo, hi = 0, sized.max_batch
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _decode(arch, gpu, inputs, sized, mid).step_s * 1e3 <= inter_token_budget_ms:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def plan(arch: Architecture, gpu: GPU, inputs: PlanInputs | None = None) -> Plan:
+    """Answer `inputs` for `arch` on `gpu`. Raises DTypeError / ValueError on bad inputs only;
+    a model that does not fit is an answer (fits=False), not an error."""
+    q = inputs or PlanInputs()
+    sized = _size(arch, gpu, q)
+    weights, kv, params, w_bytes = sized.weights, sized.kv, sized.params, sized.weights_bytes
+    context, smallest, cap, batch = sized.context, sized.smallest, sized.cap, sized.max_batch
+    gpus = cap.layout.gpus
+    prompt = min(q.prompt_tokens, context)
+    fits = cap.problem is None and cap.kv_tokens_capacity >= context
+    step = _decode(arch, gpu, q, sized, batch)
     per_seq = 1.0 / step.step_s
     aggregate = per_seq * batch
     price = gpu.price_per_hour_usd if q.price_per_gpu_hour_usd is None else q.price_per_gpu_hour_usd
