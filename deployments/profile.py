@@ -8,6 +8,7 @@ its unit in its name; a bad file fails at load time with the dotted path of the 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -74,6 +75,14 @@ class TierSpec(_Strict):
     gpus: int = Field(default=0, ge=0, description="GPUs one replica holds (0 on CPU).")
     context_length_tokens: int = Field(default=4096, ge=16)
     default_max_tokens: int = Field(default=512, ge=1, description="Cap applied when a request gives none.")
+    kv_capacity_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "KV-cache tokens the tier holds across its replicas, for admission control. Left out, the"
+            " capacity planner derives it from the serving spec; with neither, only the queue is bounded."
+        ),
+    )
     router_rung: str | None = Field(
         default=None, description="Outcome-table model key this tier stands for (learned scorer)."
     )
@@ -139,10 +148,18 @@ class GatewaySpec(_Strict):
     api_keys: list[SecretStr] = Field(
         default_factory=list, description="Bearer keys; empty means no auth (loopback only)."
     )
+    admin_key: SecretStr | None = Field(
+        default=None, description="Bearer key for admin routes (or TIERGATE_ADMIN_KEY); at least 16 characters."
+    )
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     request_timeout_s: float = Field(default=120.0, gt=0.0)
     connect_timeout_s: float = Field(default=5.0, gt=0.0)
     upstream_pool_size: int = Field(default=512, ge=1)
+    admission_max_queue: int = Field(default=64, ge=0, description="Requests that may wait per tier.")
+    admission_queue_timeout_s: float = Field(default=5.0, gt=0.0, description="Longest wait before a 503.")
+    realtime_max_seqs: int = Field(
+        default=4, ge=1, description="Batch target for realtime callers (the note: at most 4 under 100 ms)."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True
 
@@ -151,6 +168,12 @@ class GatewaySpec(_Strict):
         for key in self.api_keys:
             if len(key.get_secret_value()) < 8:
                 raise ValueError("api_keys entries must be at least 8 characters")
+        if self.admin_key is not None:
+            admin = self.admin_key.get_secret_value()
+            if len(admin) < 16:
+                raise ValueError("admin_key must be at least 16 characters")
+            if any(admin == k.get_secret_value() for k in self.api_keys):
+                raise ValueError("admin_key must differ from every API key")
         return self
 
 
@@ -234,19 +257,21 @@ def load_profile(name_or_path: str, *, apply_env: bool = True) -> Profile:
     return with_env_overrides(profile) if apply_env else profile
 
 
-def with_env_overrides(profile: Profile, environ: dict[str, str] | None = None) -> Profile:
-    """TIERGATE_API_KEYS (comma-separated) replaces the profile's keys when set."""
+def with_env_overrides(profile: Profile, environ: Mapping[str, str] | None = None) -> Profile:
+    """TIERGATE_API_KEYS (comma-separated) and TIERGATE_ADMIN_KEY replace the profile's keys when set."""
     env = os.environ if environ is None else environ
-    raw = env.get("TIERGATE_API_KEYS")
-    if raw is None:
+    raw, admin = env.get("TIERGATE_API_KEYS"), env.get("TIERGATE_ADMIN_KEY")
+    if raw is None and admin is None:
         return profile
-    keys = [k.strip() for k in raw.split(",") if k.strip()]
     gateway_data = profile.gateway.model_dump()
-    gateway_data["api_keys"] = keys
+    if raw is not None:
+        gateway_data["api_keys"] = [k.strip() for k in raw.split(",") if k.strip()]
+    if admin is not None:
+        gateway_data["admin_key"] = admin
     try:
         gateway = GatewaySpec.model_validate(gateway_data)
     except ValidationError as err:
-        raise ProfileError(f"TIERGATE_API_KEYS is not valid:\n{_format_validation(err)}") from None
+        raise ProfileError(f"TIERGATE_API_KEYS / TIERGATE_ADMIN_KEY not valid:\n{_format_validation(err)}") from None
     return profile.model_copy(update={"gateway": gateway})
 
 

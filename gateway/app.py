@@ -6,8 +6,10 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -15,6 +17,7 @@ from deployments.profile import Profile, load_profile, profile_from_upstreams, w
 from gateway import __version__, logs
 from gateway.errors import MethodNotAllowed, NotFound, TiergateError, render
 from gateway.middleware import AuthMiddleware, BodyLimitMiddleware, RequestContextMiddleware
+from gateway.protocol import ChatCompletionRequest
 from gateway.routes import chat_route, router
 from gateway.state import AppState
 from router.policy import Scorer
@@ -24,6 +27,32 @@ log = logging.getLogger("tiergate")
 # How `tiergate serve` hands the profile to each uvicorn worker process.
 ENV_PROFILE = "TIERGATE_PROFILE"
 ENV_UPSTREAMS = "TIERGATE_UPSTREAMS"  # "name=url,name=url", cheapest first
+
+
+_ERROR = {"description": "OpenAI-shaped error: {error: {message, type, param, code}}"}
+_CHAT_OPERATION: dict[str, Any] = {
+    "summary": "Create a chat completion (model=auto routes; a tier name pins it)",
+    "operationId": "create_chat_completion",
+    "parameters": [
+        {
+            "name": "x-tiergate-latency-class",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "enum": ["realtime", "interactive", "batch"]},
+        }
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}},
+    },
+    "responses": {
+        "200": {
+            "description": "A chat.completion object, or a text/event-stream of chat.completion.chunk events",
+            "content": {"application/json": {}, "text/event-stream": {}},
+        },
+        **{code: _ERROR for code in ("400", "401", "404", "413", "502", "503", "504")},
+    },
+}
 
 
 def create_app(profile: Profile, *, scorer: Scorer | None = None, probe_interval_s: float = 5.0) -> FastAPI:
@@ -66,6 +95,22 @@ def create_app(profile: Profile, *, scorer: Scorer | None = None, probe_interval
     async def _unexpected(_: Request, exc: Exception) -> Response:
         log.exception("unhandled error")
         return render(TiergateError("Internal error in the gateway.", code="internal_error"))
+
+    def openapi() -> dict[str, Any]:
+        # The chat route is a plain ASGI endpoint (see routes.py), so FastAPI cannot describe it;
+        # describe it here from the same pydantic model that validates requests.
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            schema.setdefault("components", {}).setdefault("schemas", {})
+            body_schema = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, sub in body_schema.pop("$defs", {}).items():
+                schema["components"]["schemas"][name] = sub
+            schema["components"]["schemas"]["ChatCompletionRequest"] = body_schema
+            schema["paths"]["/v1/chat/completions"] = {"post": _CHAT_OPERATION}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     # add_middleware puts each new layer outside the previous: this reads innermost first.
     gw = profile.gateway

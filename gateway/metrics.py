@@ -7,6 +7,7 @@ children are cached per tier so the hot path does one dict lookup, not a label r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -19,6 +20,14 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 # The *_created series double the exposition size and no dashboard of ours reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+class AdmissionView(Protocol):
+    @property
+    def queue_depth(self) -> int: ...
+
+    in_flight_tokens: int
+    capacity_tokens: int | None
 
 
 @dataclass(slots=True)
@@ -82,6 +91,21 @@ class GatewayMetrics:
         )
         self.router_info.labels(policy=policy, version=router_version).set(1)
         self.in_flight = Gauge("tiergate_in_flight_requests", "Requests being served now.", registry=r)
+        self.admission_queue = Gauge(
+            "tiergate_admission_queue_depth", "Requests waiting for a tier's KV budget.", ["tier"], registry=r
+        )
+        self.admission_tokens = Gauge(
+            "tiergate_admission_in_flight_tokens", "KV tokens held by admitted requests.", ["tier"], registry=r
+        )
+        self.admission_capacity = Gauge(
+            "tiergate_admission_capacity_tokens", "KV tokens the tier may hold (0: unbounded).", ["tier"], registry=r
+        )
+        self.admission_rejections = Counter(
+            "tiergate_admission_rejections",
+            "Requests refused (or sent to another tier) because a tier was at capacity.",
+            ["tier", "outcome"],
+            registry=r,
+        )
         self._children = {
             name: _TierChildren(
                 e2e=self.e2e.labels(name),
@@ -95,6 +119,12 @@ class GatewayMetrics:
         self._request_children: dict[tuple[str, int], Counter] = {}
         for name in tier_names:
             self.tier_ready.labels(name).set(0)
+
+    def watch_admission(self, tier: str, gate: AdmissionView) -> None:
+        """Gauges read the gate's live numbers at scrape time, so the hot path updates nothing."""
+        self.admission_queue.labels(tier).set_function(lambda: gate.queue_depth)
+        self.admission_tokens.labels(tier).set_function(lambda: gate.in_flight_tokens)
+        self.admission_capacity.labels(tier).set(gate.capacity_tokens or 0)
 
     def observe(
         self,

@@ -83,12 +83,13 @@ KNOWN_FIELDS = frozenset(ChatCompletionRequest.model_fields)
 class ParsedRequest:
     """A validated request: the checked view plus the caller's original JSON object."""
 
-    __slots__ = ("body", "checked", "unknown_fields")
+    __slots__ = ("_text", "body", "checked", "unknown_fields")
 
     def __init__(self, body: dict[str, Any], checked: ChatCompletionRequest) -> None:
         self.body = body
         self.checked = checked
         self.unknown_fields = sorted(k for k in body if k not in KNOWN_FIELDS)
+        self._text: str | None = None
 
     @property
     def stream(self) -> bool:
@@ -101,6 +102,8 @@ class ParsedRequest:
 
     def routing_text(self) -> str:
         """The text a router reads: every message's text content, in order."""
+        if self._text is not None:
+            return self._text
         parts: list[str] = []
         for msg in self.checked.messages:
             content = msg.content
@@ -108,7 +111,8 @@ class ParsedRequest:
                 parts.append(content)
             elif content:
                 parts.extend(str(p.get("text", "")) for p in content if p.get("type") == "text")
-        return "\n".join(parts)
+        self._text = "\n".join(parts)
+        return self._text
 
     def upstream_body(self, upstream_model: str, *, force_usage: bool) -> bytes:
         """The caller's JSON with `model` rewritten; usage is requested upstream for metrics."""

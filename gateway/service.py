@@ -6,7 +6,7 @@ Route handlers stay a line long; everything a request goes through is here, in t
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeGuard, TypeVar
 
 import orjson
@@ -14,6 +14,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from deployments.profile import LATENCY_CLASSES, LatencyClass, Profile
+from gateway.admission import TierAdmission, estimate_prompt_tokens
 from gateway.disconnect import DisconnectWatch
 from gateway.errors import (
     InvalidRequest,
@@ -59,6 +60,7 @@ class ChatService:
         client: UpstreamClient,
         scorer: Scorer,
         metrics: GatewayMetrics,
+        admission: dict[str, TierAdmission],
     ) -> None:
         self.profile = profile
         self.tiers = tiers
@@ -69,6 +71,7 @@ class ChatService:
         self.timeout_s = profile.gateway.request_timeout_s
         self.max_body_bytes = profile.gateway.max_body_bytes
         self.default_class = profile.routing.default_latency_class
+        self.admission = admission
 
     async def chat_completions(self, request: Request) -> Response:
         ctx = context_of(request.scope)
@@ -76,13 +79,22 @@ class ChatService:
             raw = await self._read_body(request)
             parsed = parse_chat_request(raw)
             ctx.stream = parsed.stream
-            tier = self._choose_tier(request, parsed, ctx)
+            tier, ladder = self._choose_tier(request, parsed, ctx)
             if parsed.unknown_fields:
                 ctx.extra_headers.append((b"x-tiergate-passed-through", ",".join(parsed.unknown_fields).encode()))
+            tokens = estimate_prompt_tokens(parsed.routing_text()) + (parsed.max_tokens or tier.default_max_tokens)
+            tier, gate, cost = await self._admit(request, ctx, tier, ladder, tokens)
             body = self._upstream_body(parsed, tier)
-            if parsed.stream:
-                return await self._stream(request, ctx, tier, parsed, body)
-            return await self._complete(request, ctx, tier, body)
+            if not parsed.stream:
+                try:
+                    return await self._complete(request, ctx, tier, body)
+                finally:
+                    gate.release(cost)
+            try:
+                return await self._stream(request, ctx, tier, parsed, body, lambda: gate.release(cost))
+            except BaseException:
+                gate.release(cost)
+                raise
         except TiergateError as err:
             ctx.error_code = err.code or err.error_type
             if err.counts_as_tier_failure and ctx.tier:
@@ -105,7 +117,10 @@ class ChatService:
             raise ClientClosed from None
         return b"".join(chunks)
 
-    def _choose_tier(self, request: Request, parsed: ParsedRequest, ctx: RequestContext) -> Tier:
+    def _choose_tier(
+        self, request: Request, parsed: ParsedRequest, ctx: RequestContext
+    ) -> tuple[Tier, tuple[str, ...]]:
+        """The tier to try first and, for model=auto, the larger tiers an overflow may use."""
         name = parsed.checked.model
         latency_class = request.headers.get(LATENCY_HEADER, self.default_class)
         if not _is_latency_class(latency_class):
@@ -126,6 +141,9 @@ class ChatService:
             self.metrics.routing.labels(decision.tier, decision.reason).inc()
             ctx.route_reason = decision.reason
             name = decision.tier
+            ladder = decision.ladder
+        else:
+            ladder = (name,)
         tier = self.tiers.by_name.get(name)
         if tier is None:
             raise NotFound(
@@ -134,7 +152,30 @@ class ChatService:
                 code="model_not_found",
             )
         ctx.tier = tier.name
-        return tier
+        return tier, ladder
+
+    async def _admit(
+        self, request: Request, ctx: RequestContext, tier: Tier, ladder: tuple[str, ...], tokens: int
+    ) -> tuple[Tier, TierAdmission, int]:
+        """Hold KV budget on the chosen tier; a full tier overflows up the ladder, else waits or is refused."""
+        realtime = ctx.latency_class == "realtime"
+        gate = self.admission[tier.name]
+        cost = gate.try_admit(tokens, realtime=realtime)
+        if cost is not None:
+            return tier, gate, cost
+        for name in ladder[1:]:
+            other = self.admission[name]
+            cost = other.try_admit(tokens, realtime=realtime)
+            if cost is not None:
+                self.metrics.admission_rejections.labels(tier.name, "overflowed").inc()
+                ctx.tier, ctx.route_reason = name, f"overflow-from-{tier.name}"
+                return self.tiers.by_name[name], other, cost
+        try:
+            cost = await _unless_disconnected(request, gate.admit(tokens, realtime=realtime))
+        except TiergateError:
+            self.metrics.admission_rejections.labels(tier.name, "refused").inc()
+            raise
+        return tier, gate, cost
 
     @staticmethod
     def _upstream_body(parsed: ParsedRequest, tier: Tier) -> bytes:
@@ -159,7 +200,13 @@ class ChatService:
         return Response(orjson.dumps(data), media_type="application/json")
 
     async def _stream(
-        self, request: Request, ctx: RequestContext, tier: Tier, parsed: ParsedRequest, body: bytes
+        self,
+        request: Request,
+        ctx: RequestContext,
+        tier: Tier,
+        parsed: ParsedRequest,
+        body: bytes,
+        release: Callable[[], None],
     ) -> Response:
         t = time.perf_counter()
         stream = await _unless_disconnected(
@@ -168,7 +215,7 @@ class ChatService:
         ctx.upstream_s += time.perf_counter() - t
         opts = parsed.checked.stream_options
         wants_usage = bool(opts and opts.include_usage)
-        return SSEResponse(_relay(ctx, stream, tier.name, wants_usage), ctx)
+        return SSEResponse(_relay(ctx, stream, tier.name, wants_usage, release), ctx)
 
 
 def _is_latency_class(value: str) -> TypeGuard[LatencyClass]:
@@ -183,7 +230,7 @@ def _count_usage(ctx: RequestContext, usage: Any) -> None:
 
 
 async def _relay(
-    ctx: RequestContext, stream: UpstreamStream, tier_name: str, wants_usage: bool
+    ctx: RequestContext, stream: UpstreamStream, tier_name: str, wants_usage: bool, release: Callable[[], None]
 ) -> AsyncIterator[bytes]:
     """Relay the tier's SSE events, renaming the model and keeping usage for metrics."""
     batches = stream.batches().__aiter__()
@@ -206,6 +253,7 @@ async def _relay(
         yield b"data: " + error_body(err) + b"\n\n"
     finally:
         stream.close()
+        release()
 
 
 def _relay_event(ctx: RequestContext, payload: bytes, tier_name: str, wants_usage: bool) -> bytes:

@@ -4,12 +4,46 @@ from __future__ import annotations
 
 from typing import Any
 
-from deployments.profile import Profile
+from deployments.planning import TierPlanningError, kv_tokens_capacity
+from deployments.profile import Profile, ProfileError
+from gateway.admission import TierAdmission
 from gateway.metrics import GatewayMetrics
 from gateway.service import ChatService
 from gateway.tiers import TierRegistry
 from gateway.upstream import UpstreamClient
 from router.policy import HeuristicScorer, Scorer
+
+
+def admission_gates(profile: Profile) -> dict[str, TierAdmission]:
+    """One admission gate per serving engine, shared by every tier that names the same engine.
+
+    Tiers pointing at the same endpoint and upstream model share one KV cache (the local profile
+    serves all three tiers from one engine), so they must share one budget. Capacity comes from
+    the tier's `kv_capacity_tokens`, else from the capacity planner (KV tokens per replica x
+    replicas); a profile the planner finds cannot fit is refused here, with its numbers.
+    """
+    gw = profile.gateway
+    by_engine: dict[tuple[str, str], TierAdmission] = {}
+    gates: dict[str, TierAdmission] = {}
+    for spec in profile.tiers:
+        engine = (spec.endpoint.rstrip("/"), spec.upstream_model)
+        try:
+            capacity = spec.kv_capacity_tokens if spec.kv_capacity_tokens is not None else kv_tokens_capacity(spec)
+        except TierPlanningError as err:
+            raise ProfileError(f"tier {spec.name!r} cannot be served as described: {err}") from None
+        gate = by_engine.get(engine)
+        if gate is None:
+            gate = by_engine[engine] = TierAdmission(
+                spec.name,
+                capacity_tokens=capacity,
+                max_queue=gw.admission_max_queue,
+                queue_timeout_s=gw.admission_queue_timeout_s,
+                realtime_max_seqs=gw.realtime_max_seqs,
+            )
+        elif gate.capacity_tokens is None and capacity is not None:
+            gate.capacity_tokens = capacity
+        gates[spec.name] = gate
+    return gates
 
 
 class AppState:
@@ -21,8 +55,16 @@ class AppState:
         self.tiers = TierRegistry(profile.tiers, self.metrics)
         gw = profile.gateway
         self.client = UpstreamClient(pool_size=gw.upstream_pool_size, connect_timeout_s=gw.connect_timeout_s)
+        self.admission = admission_gates(profile)
+        for name, gate in self.admission.items():
+            self.metrics.watch_admission(name, gate)
         self.service = ChatService(
-            profile, tiers=self.tiers, client=self.client, scorer=self.scorer, metrics=self.metrics
+            profile,
+            tiers=self.tiers,
+            client=self.client,
+            scorer=self.scorer,
+            metrics=self.metrics,
+            admission=self.admission,
         )
         self.draining = False
 

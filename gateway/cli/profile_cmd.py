@@ -24,6 +24,8 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2) from None
         data = resolved.model_dump(mode="json")
         data["gateway"]["api_keys"] = ["***"] * len(resolved.gateway.api_keys)
+        if resolved.gateway.admin_key is not None:
+            data["gateway"]["admin_key"] = "***"
         typer.echo(json.dumps(data, indent=2))
         typer.echo(f"ok: profile {resolved.name!r} with {len(resolved.tiers)} tier(s)", err=True)
 

@@ -99,3 +99,13 @@ def test_default_thresholds_follow_the_note_for_three_tiers_and_spread_otherwise
     two = profile_from_upstreams([("a", "http://x/v1"), ("b", "http://y/v1")], host="127.0.0.1", port=8000)
     assert two.routing.thresholds_for(2) == [0.5]
     assert [t.upstream_model for t in two.tiers] == ["a", "b"]
+
+
+def test_admin_key_comes_from_env_and_must_be_strong_and_distinct() -> None:
+    profile = parse_profile({"tiers": [TIER], "gateway": {"api_keys": ["profile-key-123"]}})
+    with_admin = with_env_overrides(profile, {"TIERGATE_ADMIN_KEY": "admin-key-0123456789"})
+    assert with_admin.gateway.admin_key is not None
+    assert with_admin.gateway.admin_key.get_secret_value() == "admin-key-0123456789"
+    for bad in ("short-admin", "profile-key-123"):
+        with pytest.raises(ProfileError):
+            with_env_overrides(profile, {"TIERGATE_ADMIN_KEY": bad})

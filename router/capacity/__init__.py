@@ -1,0 +1,38 @@
+"""Capacity planning: parameters, memory, KV cache, parallelism, latency and cost. Pure.
+
+The strategy note's figures made executable, with their errors corrected (docs/planner.md lists
+each, with the numbers). Modules, bottom up:
+
+- `dtypes`: bits per element for weights and the KV cache (int4 with group scales).
+- `architectures`: the numbers that size a model; a built-in catalogue; Hugging Face config dicts.
+- `params`: exact parameter counts (dense, GQA, SwiGLU, MoE, DeepSeek MLA, MTP apart).
+- `hardware`: GPU catalogue (memory in bytes as the driver reports it, bandwidth, peak FLOP/s, price).
+- `memory`: weights, KV bytes per token, reserve, KV token capacity, batch that fits, GPUs needed.
+- `perf`: roofline prefill (compute-bound) and decode (bandwidth-bound) with TP communication.
+- `cost`: monthly cost (the note's formula), reserved cost, USD per million output tokens.
+- `plan`: everything above for one (model, GPU, dtype, GPUs) question, as one result.
+"""
+
+from router.capacity.architectures import CATALOGUE, Architecture, ArchitectureError, MLASpec, from_hf_config
+from router.capacity.dtypes import KV_DTYPES, WEIGHT_DTYPES, DTypeError
+from router.capacity.hardware import GPU, GPUS, GPUError
+from router.capacity.plan import Plan, PlanInputs, batch_for_inter_token_latency, kv_tokens_for_budget, plan
+
+__all__ = [
+    "CATALOGUE",
+    "GPU",
+    "GPUS",
+    "KV_DTYPES",
+    "WEIGHT_DTYPES",
+    "Architecture",
+    "ArchitectureError",
+    "DTypeError",
+    "GPUError",
+    "MLASpec",
+    "Plan",
+    "PlanInputs",
+    "batch_for_inter_token_latency",
+    "from_hf_config",
+    "kv_tokens_for_budget",
+    "plan",
+]

@@ -1,0 +1,92 @@
+"""GPU catalogue: memory in bytes as the driver reports it, bandwidth, peak dense FLOP/s, price.
+
+Memory is NVML's total (what `nvidia-smi` prints in MiB, and what vLLM's
+`gpu_memory_utilization` multiplies), not the marketing size: an "80 GB" H100 reports
+81,559 MiB = 85.52 GB = 79.65 GiB; an "80 GB" A100 81,920 MiB; an H200 143,771 MiB.
+Peak FLOP/s are dense tensor-core figures from NVIDIA's datasheets (SXM parts; the sparsity
+figures are twice these and never reached by inference). fp32 matmuls run as TF32, half the
+bf16 rate. `link_bytes_per_s` is the one-direction GPU-to-GPU bandwidth used by tensor-parallel
+all-reduce (NVLink on A100/H100/H200, PCIe 4.0 x16 on A10/L4). Prices are round on-demand
+placeholders in USD per GPU-hour (the A10 and A100 ones are the strategy note's); override them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from router.capacity.dtypes import ComputeClass
+
+MIB = 2**20
+
+
+class GPUError(ValueError):
+    """An unknown GPU key; the message lists the catalogue."""
+
+
+@dataclass(frozen=True, slots=True)
+class GPU:
+    key: str
+    name: str
+    memory_bytes: int
+    memory_bandwidth_bytes_per_s: float
+    bf16_flops: float
+    fp8_flops: float | None  # None: no fp8 tensor cores (fp8 weights then run at the bf16 rate)
+    int8_flops: float
+    link_bytes_per_s: float
+    allreduce_latency_s: float
+    price_per_hour_usd: float
+    gpus_per_node: int = 8
+
+    def peak_flops(self, compute: ComputeClass) -> float:
+        """Dense peak FLOP/s for matmuls in `compute`; formats without tensor cores fall back to bf16."""
+        if compute == "fp32":
+            return self.bf16_flops / 2
+        if compute == "fp8":
+            return self.fp8_flops if self.fp8_flops is not None else self.bf16_flops
+        if compute == "int8":
+            return self.int8_flops
+        return self.bf16_flops
+
+
+_NVLINK_LATENCY_S = 8e-6
+_PCIE_LATENCY_S = 25e-6
+
+_PCIE4_BYTES_PER_S = 32e9
+_PCIE = (_PCIE4_BYTES_PER_S, _PCIE_LATENCY_S)
+_NVLINK3 = (300e9, _NVLINK_LATENCY_S)
+_NVLINK4 = (450e9, _NVLINK_LATENCY_S)
+_AMPERE_FLOPS = (312e12, None, 624e12)  # bf16, fp8, int8 dense
+_HOPPER_FLOPS = (989.4e12, 1978.9e12, 1978.9e12)
+
+
+def _gpu(
+    key: str,
+    name: str,
+    memory_mib: int,
+    bandwidth: float,
+    flops: tuple[float, float | None, float],
+    link: tuple[float, float],
+    price_per_hour_usd: float,
+) -> GPU:
+    return GPU(key, name, memory_mib * MIB, bandwidth, *flops, *link, price_per_hour_usd)
+
+
+GPUS: dict[str, GPU] = {
+    g.key: g
+    for g in (
+        _gpu("a10", "NVIDIA A10 24GB", 23028, 600e9, (125e12, None, 250e12), _PCIE, 1.20),
+        _gpu("l4", "NVIDIA L4 24GB", 23034, 300e9, (121e12, 242.5e12, 242.5e12), _PCIE, 0.80),
+        _gpu("a100-40gb", "NVIDIA A100-SXM4-40GB", 40960, 1555e9, _AMPERE_FLOPS, _NVLINK3, 3.00),
+        _gpu("a100-80gb", "NVIDIA A100-SXM4-80GB", 81920, 2039e9, _AMPERE_FLOPS, _NVLINK3, 4.00),
+        _gpu("h100-80gb", "NVIDIA H100 80GB HBM3", 81559, 3.35e12, _HOPPER_FLOPS, _NVLINK4, 5.00),
+        _gpu("h200", "NVIDIA H200 141GB HBM3e", 143771, 4.8e12, _HOPPER_FLOPS, _NVLINK4, 6.50),
+    )
+}
+
+
+def gpu(key: str) -> GPU:
+    """The catalogue GPU `key` (a10, l4, a100-40gb, a100-80gb, h100-80gb, h200)."""
+    try:
+        return GPUS[key.lower()]
+    except KeyError:
+        raise GPUError(f"unknown gpu {key!r}; valid: {', '.join(GPUS)}") from None

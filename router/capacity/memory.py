@@ -1,0 +1,170 @@
+"""Memory: weights, KV cache per token, reserve, KV token capacity, batch that fits, GPUs needed.
+
+Accounting follows vLLM: the engine may use `gpu_memory_utilization` x the GPU's total memory;
+from it come the weights, the peak activations of a profiling forward pass and non-torch
+memory (CUDA context, NCCL buffers, CUDA graphs); the rest is the KV pool, cut into blocks of
+`block_size` tokens. Each worker gets the same number of blocks. On vLLM-CPU the KV pool is
+given directly (VLLM_CPU_KVCACHE_SPACE, GiB).
+
+Where the strategy note is loose:
+- Its KV formula `B * 2 * n_layers * n_heads * d_head * seq * bytes` uses attention heads. With
+  grouped-query attention only the KV heads are cached: Llama-3.3-70B stores 8 of 64 heads,
+  327,680 bytes per token at bf16, 8x less than the formula's 2,621,440.
+- Its batch rule `(0.8 * gpu_memory - weights) // kv_per_sample` forgets activations and
+  overhead; vLLM's own default is 0.9 of memory with those taken out first.
+- FP16 Llama-2-70B on 2 x A100-80GB: 137.95 GB of weights in 2 x 0.9 x 85.90 GB = 154.6 GB
+  leaves, after 2 x 2.11 GB of reserve, 12.4 GB of KV: 37,952 tokens at 327,680 bytes each, nine
+  4,096-token sequences. It fits, barely. One 128K-token sequence of Llama-3.3-70B (42.9 GB of KV)
+  does not fit on two H100s, which is why it is served at TP=4 (485,040 tokens of KV there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from router.capacity.architectures import Architecture
+from router.capacity.dtypes import DEFAULT_INT4_GROUP_SIZE, WEIGHT_DTYPES, DType, quantized_bytes
+from router.capacity.params import ParamBreakdown
+
+GIB = 2**30
+DEFAULT_BLOCK_SIZE_TOKENS = 16  # vLLM's default KV block for GPU attention backends
+CPU_BLOCK_SIZE_TOKENS = 128  # what vLLM-CPU 0.32 picked for SmolLM2 (read from its cache config)
+DEFAULT_OVERHEAD_BYTES_PER_GPU = GIB  # CUDA context + NCCL + CUDA graphs, per worker
+DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192  # vLLM's chunked-prefill default for serving
+DEFAULT_MAX_NUM_SEQS = 256  # vLLM's default; the profiling run samples this many sequences
+MAX_GPUS_SEARCHED = 256
+
+
+def weights_bytes(
+    params: ParamBreakdown,
+    dtype: DType,
+    *,
+    group_size: int = DEFAULT_INT4_GROUP_SIZE,
+    quantize_embeddings: bool = False,
+) -> int:
+    """Bytes of the weights in `dtype`.
+
+    Quantized formats (8 and 4 bit) compress the blocks' linear layers; embeddings, head, norms and
+    MoE routers stay 16-bit unless `quantize_embeddings` (then only norms and routers stay 16-bit).
+    """
+    if dtype.bits >= 16:
+        return quantized_bytes(params.total, dtype)
+    sixteen = WEIGHT_DTYPES["bf16"]
+    quantized = params.linear + (params.embedding + params.lm_head if quantize_embeddings else 0)
+    rest = params.total - quantized
+    return quantized_bytes(quantized, dtype, group_size) + quantized_bytes(rest, sixteen)
+
+
+def kv_bytes_per_token(arch: Architecture, kv: DType) -> int:
+    """KV cache bytes per token over all layers, unsharded.
+
+    Grouped-query attention: 2 (K and V) x layers x KV heads x head_dim x bytes. MLA (DeepSeek)
+    caches one compressed latent plus the rotary key per layer, (kv_lora_rank + qk_rope_head_dim)
+    x bytes; this is an approximation: attention backends may pad it (FlashMLA's fp8 layout
+    stores 656 bytes) and DeepSeek's sparse-attention variants add an indexer cache.
+    """
+    return kv_bytes_per_token_per_worker(arch, kv, 1, 1)
+
+
+def kv_heads_per_rank(arch: Architecture, tp: int) -> int:
+    """KV heads each TP rank stores: heads split over ranks, replicated when fewer heads than ranks."""
+    if arch.mla is not None:
+        return 1  # the latent is shared by all heads and replicated on every rank
+    return -(-arch.n_kv_heads // tp)
+
+
+def kv_bytes_per_token_per_worker(arch: Architecture, kv: DType, tp: int, pp: int) -> int:
+    """KV bytes one worker stores per token: its KV heads, its pipeline stage's layers."""
+    layers = -(-arch.n_layers // pp)
+    if arch.mla is not None:
+        elems = layers * (arch.mla.kv_lora_rank + arch.mla.qk_rope_head_dim)
+    else:
+        elems = 2 * layers * kv_heads_per_rank(arch, tp) * arch.head_dim
+    return -(-elems * kv.bits // 8)
+
+
+def note_kv_bytes_per_token(arch: Architecture, kv: DType) -> int:
+    """The note's formula per token: attention heads, not KV heads (wrong with GQA or MLA)."""
+    head_dim = arch.head_dim if arch.mla is None else arch.mla.qk_nope_head_dim + arch.mla.v_head_dim
+    return 2 * arch.n_layers * arch.n_heads * head_dim * kv.bits // 8
+
+
+def activation_reserve_bytes(
+    arch: Architecture,
+    act: DType,
+    tp: int,
+    *,
+    max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS,
+    max_num_seqs: int = DEFAULT_MAX_NUM_SEQS,
+    overhead_bytes: int = DEFAULT_OVERHEAD_BYTES_PER_GPU,
+) -> int:
+    """Per-worker reserve: peak activations of vLLM's profiling pass + fixed non-torch overhead.
+
+    A model, not a measurement: the widest live tensors of one layer for `max_num_batched_tokens`
+    tokens (the MLP's gate/up output and its activation, 3 x width / tp, plus two d-wide residual
+    streams) and the sampler's fp32 logits and probabilities for `max_num_seqs` sequences.
+    The note's own term `B * seq * d * bytes` counts one residual stream only.
+    """
+    mlp_width = max(arch.d_ff, arch.n_experts_per_token * arch.d_ff_expert + arch.d_ff_shared)
+    per_token = 3 * mlp_width // tp + 2 * arch.d_model
+    hidden = max_num_batched_tokens * per_token * act.bits // 8
+    logits = 2 * max_num_seqs * arch.vocab_size * 4
+    return hidden + logits + overhead_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """How `gpus` split a model: TP inside a node, pipeline stages across nodes."""
+
+    gpus: int
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+
+
+def layout_for(gpus: int, gpus_per_node: int = 8) -> Layout:
+    """TP up to a node's GPUs, the rest as pipeline stages (gpus must then be a multiple)."""
+    tp = min(gpus, gpus_per_node)
+    return Layout(gpus, tp, max(1, gpus // tp))
+
+
+def layout_problem(arch: Architecture, layout: Layout) -> str | None:
+    """Why vLLM would refuse this layout, or None: heads must split evenly over TP ranks."""
+    tp = layout.tensor_parallel_size
+    if layout.gpus != tp * layout.pipeline_parallel_size:
+        return f"{layout.gpus} GPUs are not {tp} (TP) x a whole number of pipeline stages"
+    if arch.n_heads % tp:
+        return f"{arch.n_heads} attention heads do not split over TP={tp}"
+    if arch.mla is None and arch.n_kv_heads % tp and tp % arch.n_kv_heads:
+        return f"{arch.n_kv_heads} KV heads neither split over nor replicate evenly to TP={tp}"
+    if layout.pipeline_parallel_size > arch.n_layers:
+        return f"{layout.pipeline_parallel_size} pipeline stages exceed {arch.n_layers} layers"
+    return None
+
+
+def kv_tokens_from_budget(budget_bytes_per_worker: int, kv_bytes_per_token_worker: int, block_size: int) -> int:
+    """Tokens of KV in a per-worker pool: whole blocks of `block_size` tokens, as vLLM allocates."""
+    if budget_bytes_per_worker <= 0:
+        return 0
+    blocks = budget_bytes_per_worker // (kv_bytes_per_token_worker * block_size)
+    return blocks * block_size
+
+
+def kv_budget_bytes_per_worker(
+    gpu_memory_bytes: int,
+    gpu_memory_utilization: float,
+    weights_bytes_total: int,
+    gpus: int,
+    reserve_bytes: int,
+) -> int:
+    """The KV pool vLLM leaves on each GPU (negative: the weights and reserve do not fit).
+
+    Weights are taken as split evenly; small replicated tensors (norms, MLA's down-projections)
+    are ignored.
+    """
+    usable = int(gpu_memory_bytes * gpu_memory_utilization)
+    return usable - -(-weights_bytes_total // gpus) - reserve_bytes
+
+
+def max_batch(kv_tokens_capacity: int, context_tokens: int) -> int:
+    """Sequences of `context_tokens` whose KV fits at once (vLLM preempts beyond this)."""
+    return kv_tokens_capacity // context_tokens

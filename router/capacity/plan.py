@@ -1,0 +1,343 @@
+"""One planning question (model, GPU, dtypes, GPUs, context) answered as one `Plan`.
+
+Capacity and speed are computed for the asked `gpus` (or, when none is asked, for `min_gpus`):
+the smallest power of two whose memory holds the weights, the per-GPU reserve and the KV of
+one full-context sequence, in a layout vLLM accepts (TP within a node, pipeline stages beyond).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from router.capacity import memory as mem
+from router.capacity.architectures import Architecture
+from router.capacity.cost import HOURS_PER_MONTH, cost
+from router.capacity.dtypes import DEFAULT_INT4_GROUP_SIZE, DType, activation_dtype, kv_dtype, weight_dtype
+from router.capacity.hardware import GPU
+from router.capacity.params import ParamBreakdown, count_params, note_active_estimate, note_params_estimate
+from router.capacity.perf import DecodeStep, Efficiency, decode_step, ttft_s
+
+
+@dataclass(frozen=True, slots=True)
+class PlanInputs:
+    """The question. Units in the names; None means 'derive it' (see each field)."""
+
+    dtype: str = "bf16"
+    kv_dtype: str | None = None  # None: the activation dtype (bf16; fp32 for fp32 weights)
+    gpus: int | None = None  # None: min_gpus
+    gpu_memory_utilization: float = 0.9
+    kv_budget_bytes: int | None = None  # per-worker KV pool; replaces the memory arithmetic
+    context_tokens: int | None = None  # None: the model's maximum context
+    prompt_tokens: int = 1024
+    price_per_gpu_hour_usd: float | None = None  # None: the catalogue's default
+    hours: float = HOURS_PER_MONTH
+    utilization: float = 1.0
+    efficiency: Efficiency = field(default_factory=Efficiency)
+    block_size_tokens: int = mem.DEFAULT_BLOCK_SIZE_TOKENS
+    max_num_batched_tokens: int = mem.DEFAULT_MAX_NUM_BATCHED_TOKENS
+    max_num_seqs: int = mem.DEFAULT_MAX_NUM_SEQS
+    overhead_bytes_per_gpu: int = mem.DEFAULT_OVERHEAD_BYTES_PER_GPU
+    int4_group_size: int = DEFAULT_INT4_GROUP_SIZE
+    quantize_embeddings: bool = False
+
+    def __post_init__(self) -> None:
+        if self.gpus is not None and self.gpus < 1:
+            raise ValueError("gpus must be >= 1")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError("gpu_memory_utilization must lie in (0, 1]")
+        if self.kv_budget_bytes is not None and self.kv_budget_bytes <= 0:
+            raise ValueError("kv_budget_bytes must be > 0")
+        if self.context_tokens is not None and self.context_tokens < 1:
+            raise ValueError("context_tokens must be >= 1")
+        if self.prompt_tokens < 1:
+            raise ValueError("prompt_tokens must be >= 1")
+        if self.hours < 0 or not 0.0 <= self.utilization <= 1.0:
+            raise ValueError("hours must be >= 0 and utilization in [0, 1]")
+        if self.block_size_tokens < 1 or self.max_num_seqs < 1 or self.max_num_batched_tokens < 1:
+            raise ValueError("block_size_tokens, max_num_seqs and max_num_batched_tokens must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """Memory split on each worker of one layout, and the KV tokens it holds."""
+
+    layout: mem.Layout
+    weights_bytes_per_gpu: int
+    reserve_bytes_per_gpu: int
+    kv_budget_bytes_per_gpu: int
+    kv_bytes_per_token_per_gpu: int
+    kv_tokens_capacity: int
+    problem: str | None  # why vLLM would refuse the layout or memory does not hold it
+
+
+def capacity(
+    arch: Architecture,
+    gpu: GPU,
+    weights_total_bytes: int,
+    weights: DType,
+    kv: DType,
+    gpus: int,
+    inputs: PlanInputs,
+) -> Capacity:
+    """KV tokens `gpus` GPUs hold for this model (0 when the weights and reserve do not fit)."""
+    layout = mem.layout_for(gpus, gpu.gpus_per_node)
+    tp, pp = layout.tensor_parallel_size, layout.pipeline_parallel_size
+    reserve = mem.activation_reserve_bytes(
+        arch,
+        activation_dtype(weights),
+        tp,
+        max_num_batched_tokens=inputs.max_num_batched_tokens,
+        max_num_seqs=inputs.max_num_seqs,
+        overhead_bytes=inputs.overhead_bytes_per_gpu,
+    )
+    weights_per_gpu = -(-weights_total_bytes // gpus)
+    per_token = mem.kv_bytes_per_token_per_worker(arch, kv, tp, pp)
+    problem = mem.layout_problem(arch, layout)
+    if inputs.kv_budget_bytes is not None:
+        budget = inputs.kv_budget_bytes
+        if weights_per_gpu + reserve + budget > gpu.memory_bytes:
+            problem = problem or "weights + reserve + the given KV budget exceed the GPU's memory"
+    else:
+        budget = mem.kv_budget_bytes_per_worker(
+            gpu.memory_bytes, inputs.gpu_memory_utilization, weights_total_bytes, gpus, reserve
+        )
+        if budget <= 0:
+            problem = problem or "weights + reserve exceed gpu_memory_utilization x memory"
+    tokens = mem.kv_tokens_from_budget(budget, per_token, inputs.block_size_tokens)
+    return Capacity(layout, weights_per_gpu, reserve, budget, per_token, tokens, problem)
+
+
+def min_gpus(
+    arch: Architecture,
+    gpu: GPU,
+    weights_total_bytes: int,
+    weights: DType,
+    kv: DType,
+    context_tokens: int,
+    inputs: PlanInputs,
+) -> Capacity | None:
+    """The smallest power-of-two layout holding one `context_tokens` sequence, or None (> 256 GPUs)."""
+    n = 1
+    while n <= mem.MAX_GPUS_SEARCHED:
+        cap = capacity(arch, gpu, weights_total_bytes, weights, kv, n, inputs)
+        if cap.problem is None and cap.kv_tokens_capacity >= context_tokens:
+            return cap
+        n *= 2
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The answer. Bytes are bytes; rates per second; money in USD; None where undefined."""
+
+    model: str
+    gpu: str
+    dtype: str
+    kv_dtype: str
+    gpus: int
+    params_total: int
+    params_active: int
+    params_note_estimate: int  # 12 * L * d^2
+    params_active_note_estimate: int  # total / experts (the note's MoE rule)
+    params_mtp_module: int  # reported apart, not in params_total
+    weights_bytes: int
+    weights_bytes_per_gpu: int
+    kv_bytes_per_token: int
+    kv_bytes_per_token_note: int  # the note's formula, attention heads instead of KV heads
+    reserve_bytes_per_gpu: int
+    kv_budget_bytes_per_gpu: int
+    kv_tokens_capacity: int
+    context_tokens: int
+    max_batch: int
+    min_gpus: int | None
+    tensor_parallel_size: int | None
+    pipeline_parallel_size: int | None
+    asked_tensor_parallel_size: int
+    fits: bool
+    fit_problem: str | None
+    prompt_tokens: int
+    ttft_ms_estimate: float
+    decode_tokens_per_s_per_seq: float
+    decode_tokens_per_s_aggregate: float
+    tp_comm_fraction: float
+    monthly_cost_usd: float
+    monthly_cost_reserved_usd: float
+    usd_per_million_tokens: float | None
+    usd_per_million_tokens_reserved: float | None
+    price_per_gpu_hour_usd: float
+    hours: float
+    utilization: float
+    gpu_memory_bytes: int
+    gpu_memory_utilization: float
+    flops_fraction: float
+    bandwidth_fraction: float
+    block_size_tokens: int
+    notes: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["notes"] = list(self.notes)
+        return data
+
+
+def _notes(
+    arch: Architecture, params: ParamBreakdown, cap: Capacity, context_tokens: int, asked: int | None
+) -> tuple[str, ...]:
+    notes = []
+    if asked is not None and asked > arch.max_context_tokens:
+        notes.append(f"context_tokens {asked:,} capped at the model's maximum, {arch.max_context_tokens:,}")
+    if arch.mla is not None:
+        notes.append(
+            "MLA KV cache approximated as (kv_lora_rank + qk_rope_head_dim) per layer, replicated on each"
+            " TP rank; attention weights counted exactly"
+        )
+    if params.mtp_module:
+        notes.append(f"multi-token-prediction module: {params.mtp_module:,} params, not in params_total")
+    if arch.is_moe:
+        notes.append("params_active = non-expert weights + shared experts + top-k routed experts per token")
+    if cap.problem:
+        notes.append(f"does not fit: {cap.problem}")
+    elif cap.kv_tokens_capacity < context_tokens:
+        notes.append(f"KV holds {cap.kv_tokens_capacity:,} tokens, fewer than one {context_tokens:,}-token sequence")
+    return tuple(notes)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sized:
+    """What every question about one (model, GPU, inputs) shares."""
+
+    weights: DType
+    kv: DType
+    params: ParamBreakdown
+    weights_bytes: int
+    context: int
+    smallest: Capacity | None
+    cap: Capacity
+    max_batch: int
+
+
+def _size(arch: Architecture, gpu: GPU, q: PlanInputs) -> _Sized:
+    weights = weight_dtype(q.dtype)
+    kv = kv_dtype(q.kv_dtype) if q.kv_dtype else activation_dtype(weights)
+    params = count_params(arch)
+    w_bytes = mem.weights_bytes(
+        params, weights, group_size=q.int4_group_size, quantize_embeddings=q.quantize_embeddings
+    )
+    context = min(q.context_tokens or arch.max_context_tokens, arch.max_context_tokens)
+    smallest = min_gpus(arch, gpu, w_bytes, weights, kv, context, q)
+    gpus = q.gpus if q.gpus is not None else (smallest.layout.gpus if smallest else mem.MAX_GPUS_SEARCHED)
+    cap = capacity(arch, gpu, w_bytes, weights, kv, gpus, q)
+    batch = mem.max_batch(cap.kv_tokens_capacity, context) if cap.problem is None else 0
+    return _Sized(weights, kv, params, w_bytes, context, smallest, cap, batch)
+
+
+def _decode(arch: Architecture, gpu: GPU, q: PlanInputs, sized: _Sized, batch: int) -> DecodeStep:
+    kv_total_per_token = sized.cap.kv_bytes_per_token_per_gpu * sized.cap.layout.gpus
+    return decode_step(
+        arch,
+        sized.params,
+        gpu,
+        sized.weights,
+        sized.weights_bytes,
+        kv_total_per_token,
+        sized.cap.layout,
+        max(batch, 1),
+        sized.context,
+        q.efficiency,
+    )
+
+
+def batch_for_inter_token_latency(
+    arch: Architecture, gpu: GPU, inputs: PlanInputs, inter_token_budget_ms: float
+) -> int:
+    """The largest batch (at most max_batch) whose decode step stays within `inter_token_budget_ms`.
+
+    For latency classes: the note caps realtime batches at 4 by rule; this is the roofline's
+    answer instead (0 when even one sequence is slower than the budget, or nothing fits).
+    A decode step only grows with the batch, so a bisection finds it.
+    """
+    sized = _size(arch, gpu, inputs)
+    lo, hi = 0, sized.max_batch
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _decode(arch, gpu, inputs, sized, mid).step_s * 1e3 <= inter_token_budget_ms:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def plan(arch: Architecture, gpu: GPU, inputs: PlanInputs | None = None) -> Plan:
+    """Answer `inputs` for `arch` on `gpu`. Raises DTypeError / ValueError on bad inputs only;
+    a model that does not fit is an answer (fits=False), not an error."""
+    q = inputs or PlanInputs()
+    sized = _size(arch, gpu, q)
+    weights, kv, params, w_bytes = sized.weights, sized.kv, sized.params, sized.weights_bytes
+    context, smallest, cap, batch = sized.context, sized.smallest, sized.cap, sized.max_batch
+    gpus = cap.layout.gpus
+    prompt = min(q.prompt_tokens, context)
+    fits = cap.problem is None and cap.kv_tokens_capacity >= context
+    step = _decode(arch, gpu, q, sized, batch)
+    per_seq = 1.0 / step.step_s
+    aggregate = per_seq * batch
+    price = gpu.price_per_hour_usd if q.price_per_gpu_hour_usd is None else q.price_per_gpu_hour_usd
+    money = cost(price, gpus, q.hours, q.utilization, aggregate)
+    return Plan(
+        model=arch.name,
+        gpu=gpu.key,
+        dtype=weights.key,
+        kv_dtype=kv.key,
+        gpus=gpus,
+        params_total=params.total,
+        params_active=params.active,
+        params_note_estimate=note_params_estimate(arch),
+        params_active_note_estimate=note_active_estimate(arch, params.total),
+        params_mtp_module=params.mtp_module,
+        weights_bytes=w_bytes,
+        weights_bytes_per_gpu=cap.weights_bytes_per_gpu,
+        kv_bytes_per_token=mem.kv_bytes_per_token(arch, kv),
+        kv_bytes_per_token_note=mem.note_kv_bytes_per_token(arch, kv),
+        reserve_bytes_per_gpu=cap.reserve_bytes_per_gpu,
+        kv_budget_bytes_per_gpu=cap.kv_budget_bytes_per_gpu,
+        kv_tokens_capacity=cap.kv_tokens_capacity,
+        context_tokens=context,
+        max_batch=batch,
+        min_gpus=smallest.layout.gpus if smallest else None,
+        tensor_parallel_size=smallest.layout.tensor_parallel_size if smallest else None,
+        pipeline_parallel_size=smallest.layout.pipeline_parallel_size if smallest else None,
+        asked_tensor_parallel_size=cap.layout.tensor_parallel_size,
+        fits=fits,
+        fit_problem=cap.problem,
+        prompt_tokens=prompt,
+        ttft_ms_estimate=1e3 * ttft_s(arch, params, gpu, weights, cap.layout, prompt, q.efficiency),
+        decode_tokens_per_s_per_seq=per_seq,
+        decode_tokens_per_s_aggregate=aggregate,
+        tp_comm_fraction=step.comm_fraction,
+        monthly_cost_usd=money.monthly_cost_usd,
+        monthly_cost_reserved_usd=money.monthly_cost_reserved_usd,
+        usd_per_million_tokens=money.usd_per_million_tokens,
+        usd_per_million_tokens_reserved=money.usd_per_million_tokens_reserved,
+        price_per_gpu_hour_usd=price,
+        hours=q.hours,
+        utilization=q.utilization,
+        gpu_memory_bytes=gpu.memory_bytes,
+        gpu_memory_utilization=q.gpu_memory_utilization,
+        flops_fraction=q.efficiency.flops_fraction,
+        bandwidth_fraction=q.efficiency.bandwidth_fraction,
+        block_size_tokens=q.block_size_tokens,
+        notes=_notes(arch, params, cap, context, q.context_tokens),
+    )
+
+
+def kv_tokens_for_budget(
+    arch: Architecture,
+    kv_dtype_key: str,
+    budget_bytes_per_worker: int,
+    *,
+    tensor_parallel_size: int = 1,
+    block_size_tokens: int = mem.DEFAULT_BLOCK_SIZE_TOKENS,
+) -> int:
+    """KV tokens a fixed per-worker pool holds (vLLM-CPU's VLLM_CPU_KVCACHE_SPACE, kv_cache_memory_bytes)."""
+    per_token = mem.kv_bytes_per_token_per_worker(arch, kv_dtype(kv_dtype_key), tensor_parallel_size, 1)
+    return mem.kv_tokens_from_budget(budget_bytes_per_worker, per_token, block_size_tokens)

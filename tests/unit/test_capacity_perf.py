@@ -1,0 +1,66 @@
+"""Roofline latency: physical ceilings, TP communication, MoE expert reads, latency batch targets."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from router.capacity import CATALOGUE, GPUS, PlanInputs, batch_for_inter_token_latency, plan
+from router.capacity.dtypes import WEIGHT_DTYPES
+from router.capacity.memory import Layout
+from router.capacity.perf import Efficiency, expected_distinct_experts, tp_comm_s
+
+dense = st.sampled_from([k for k, a in CATALOGUE.items() if not a.is_moe])
+gpus = st.sampled_from(sorted(GPUS))
+
+
+@given(dense, gpus, st.sampled_from([1, 2, 4, 8]))
+@settings(max_examples=60, deadline=None)
+def test_decode_never_beats_reading_every_weight_once_per_token(model: str, gpu: str, n: int) -> None:
+    result = plan(CATALOGUE[model], GPUS[gpu], PlanInputs(gpus=n, context_tokens=2048))
+    ceiling = n * GPUS[gpu].memory_bandwidth_bytes_per_s / result.weights_bytes
+    assert result.decode_tokens_per_s_per_seq <= ceiling
+
+
+@given(st.integers(1, 4096))
+def test_moe_reads_between_top_k_and_all_experts(batch: int) -> None:
+    arch = CATALOGUE["deepseek-v3"]
+    distinct = expected_distinct_experts(arch, batch)
+    assert arch.n_experts_per_token <= distinct + 1e-9
+    assert distinct <= min(arch.n_routed_experts, arch.n_experts_per_token * batch) + 1e-9
+
+
+def test_tp_costs_communication_only_beyond_one_gpu() -> None:
+    arch, h100 = CATALOGUE["llama-3.3-70b"], GPUS["h100-80gb"]
+    bf16 = WEIGHT_DTYPES["bf16"]
+    assert tp_comm_s(arch, h100, Layout(1, 1, 1), 64, bf16) == 0.0
+    four = tp_comm_s(arch, h100, Layout(4, 4, 1), 64, bf16)
+    # Two all-reduces per layer, each at least the link latency.
+    assert four >= 2 * arch.n_layers * h100.allreduce_latency_s
+    result = plan(arch, h100, PlanInputs(gpus=4, context_tokens=4096))
+    assert 0.0 < result.tp_comm_fraction < 0.2
+
+
+def test_prefill_is_faster_on_more_gpus_and_with_a_higher_mfu() -> None:
+    arch, h100 = CATALOGUE["llama-3.1-8b"], GPUS["h100-80gb"]
+    one = plan(arch, h100, PlanInputs(gpus=1, prompt_tokens=4096, context_tokens=8192))
+    two = plan(arch, h100, PlanInputs(gpus=2, prompt_tokens=4096, context_tokens=8192))
+    assert two.ttft_ms_estimate < one.ttft_ms_estimate
+    fast = plan(arch, h100, PlanInputs(gpus=1, prompt_tokens=4096, context_tokens=8192, efficiency=Efficiency(0.8)))
+    assert fast.ttft_ms_estimate < one.ttft_ms_estimate
+
+
+def test_a_tighter_inter_token_budget_never_allows_a_larger_batch() -> None:
+    arch, h100 = CATALOGUE["llama-3.1-8b"], GPUS["h100-80gb"]
+    inputs = PlanInputs(context_tokens=4096)
+    budgets = [5.0, 10.0, 20.0, 40.0, 1e6]
+    batches = [batch_for_inter_token_latency(arch, h100, inputs, b) for b in budgets]
+    assert batches == sorted(batches)
+    assert batches[0] == 0  # one sequence already needs more than 5 ms per token here
+    assert batches[-1] == plan(arch, h100, inputs).max_batch
+
+
+def test_efficiency_fractions_outside_0_1_are_refused() -> None:
+    with pytest.raises(ValueError, match="efficiency"):
+        Efficiency(flops_fraction=1.5)
