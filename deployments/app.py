@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deployments.model import STAND_IN_SOURCE, prepared_stand_in_dir
+from deployments.planning import TierPlanningError, derive_engine_limits
 from deployments.profile import Profile, ServingSpec, TierSpec, load_profile
 
 if TYPE_CHECKING:
@@ -97,18 +98,33 @@ def served_models(profile: Profile) -> list[ServedModel]:
 
 
 def plan_serving(spec: ServingSpec, tiers: list[TierSpec]) -> ServingSpec:
-    """THE hook for the capacity planner: fill in and check the engine limits of one engine.
+    """Fill in and check the engine limits of one engine with the capacity planner.
 
-    The planner derives tensor_parallel_size, max_num_seqs, max_model_len_tokens and
-    gpu_memory_utilization from the architecture and accelerator, and validates values the profile
-    gives. Until it is wired in, the profile's explicit values are used as they are; a GPU engine
-    without a TP degree is refused rather than guessed.
+    With `serving.architecture` set, deployments.planning derives tensor_parallel_size,
+    max_num_seqs, max_model_len and gpu_memory_utilization where the profile leaves them out and
+    checks them where it gives them (a tier that cannot fit is refused with the numbers). Without
+    an architecture the profile's values are used as given: TP 1 on CPU, and a GPU engine must
+    then state its TP degree.
     """
+    owner = next(t for t in tiers if t.serving is not None)
+    if spec.architecture is not None:
+        try:
+            limits = derive_engine_limits(owner)
+        except TierPlanningError as err:
+            raise ServeBuildError(str(err)) from None
+        update: dict[str, Any] = {
+            "tensor_parallel_size": limits.tensor_parallel_size,
+            "max_num_seqs": limits.max_num_seqs,
+            "max_model_len_tokens": limits.max_model_len,
+        }
+        if is_gpu(spec):
+            update["gpu_memory_utilization"] = limits.gpu_memory_utilization
+        return spec.model_copy(update=update)
     if spec.tensor_parallel_size is None:
         if is_gpu(spec):
             raise ServeBuildError(
-                f"tier(s) {[t.name for t in tiers]}: serving.tensor_parallel_size is required on GPU"
-                " until the capacity planner derives it"
+                f"tier {owner.name!r}: set serving.tensor_parallel_size, or serving.architecture so that"
+                " the capacity planner can derive it"
             )
         return spec.model_copy(update={"tensor_parallel_size": 1})
     return spec

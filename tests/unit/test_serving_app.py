@@ -13,6 +13,7 @@ from deployments.app import (
     llm_config_dicts,
     served_models,
 )
+from deployments.planning import derive_engine_limits
 from deployments.profile import load_profile, parse_profile
 
 STAND_IN = Path("/models/stand-in")
@@ -23,23 +24,39 @@ def _by_model(profile_name: str) -> dict[str, dict[str, Any]]:
     return {c["model_loading_config"]["model_id"]: c for c in configs}
 
 
-@pytest.mark.parametrize("profile_name", ["gpu-a100", "gpu-h100"])
+GPU_PROFILES = ["gpu-a100", "gpu-h100"]
+
+
+@pytest.mark.parametrize("profile_name", GPU_PROFILES)
 def test_gpu_profiles_give_each_tp_shard_one_gpu_bundle_strictly_packed(profile_name: str) -> None:
+    profile = load_profile(profile_name, apply_env=False)
     configs = _by_model(profile_name)
-    assert set(configs) == {
-        "meta-llama/Llama-3.2-1B-Instruct",
-        "meta-llama/Llama-3.1-8B-Instruct",
-        "meta-llama/Llama-3.3-70B-Instruct",
-    }
-    for config in configs.values():
+    assert set(configs) == {t.upstream_model for t in profile.tiers}
+    for tier in profile.tiers:
+        config = configs[tier.upstream_model]
         tp = config["engine_kwargs"]["tensor_parallel_size"]
         pg = config["placement_group_config"]
         assert pg["strategy"] == PLACEMENT_STRATEGY == "STRICT_PACK"
-        assert len(pg["bundles"]) == tp
+        assert len(pg["bundles"]) == tp == tier.gpus
         assert all(bundle["GPU"] == 1 and bundle["CPU"] >= 1 for bundle in pg["bundles"])
         assert config["accelerator_config"] == {"kind": "gpu"}
-    assert configs["meta-llama/Llama-3.3-70B-Instruct"]["engine_kwargs"]["tensor_parallel_size"] == 4
-    assert configs["meta-llama/Llama-3.2-1B-Instruct"]["engine_kwargs"]["tensor_parallel_size"] == 1
+        assert config["engine_kwargs"]["dtype"] == "bfloat16"
+
+
+@pytest.mark.parametrize("profile_name", GPU_PROFILES)
+def test_llama_70b_runs_at_tp4_and_the_small_models_on_one_gpu(profile_name: str) -> None:
+    profile = load_profile(profile_name, apply_env=False)
+    configs = _by_model(profile_name)
+    tp = {
+        t.serving.model_source: configs[t.upstream_model]["engine_kwargs"]["tensor_parallel_size"]
+        for t in profile.tiers
+        if t.serving is not None
+    }
+    assert tp == {
+        "meta-llama/Llama-3.2-1B-Instruct": 1,
+        "meta-llama/Llama-3.1-8B-Instruct": 1,
+        "meta-llama/Llama-3.3-70B-Instruct": 4,
+    }
 
 
 @pytest.mark.parametrize(("profile_name", "ray_type"), [("gpu-a100", "A100-80G"), ("gpu-h100", "H100")])
@@ -47,24 +64,40 @@ def test_gpu_profiles_pin_replicas_to_their_gpu_shape(profile_name: str, ray_typ
     assert {c["accelerator_type"] for c in _by_model(profile_name).values()} == {ray_type}
 
 
-def test_gpu_engine_args_carry_the_profile_limits() -> None:
-    profile = load_profile("gpu-h100", apply_env=False)
+@pytest.mark.parametrize("profile_name", GPU_PROFILES)
+def test_engine_args_are_the_planners_limits(profile_name: str) -> None:
+    """Given values (gpu-a100) pass the planner unchanged; left-out ones (gpu-h100) are derived."""
+    configs = _by_model(profile_name)
+    for tier in load_profile(profile_name, apply_env=False).tiers:
+        limits = derive_engine_limits(tier)
+        kwargs = configs[tier.upstream_model]["engine_kwargs"]
+        assert kwargs["tensor_parallel_size"] == limits.tensor_parallel_size
+        assert kwargs["max_num_seqs"] == limits.max_num_seqs
+        assert kwargs["max_model_len"] == limits.max_model_len
+        assert kwargs["gpu_memory_utilization"] == limits.gpu_memory_utilization
+
+
+def test_explicit_engine_limits_are_kept() -> None:
+    profile = load_profile("gpu-a100", apply_env=False)
     large = profile.tier("large")
     assert large is not None
     assert large.serving is not None
-    kwargs = _by_model("gpu-h100")[large.upstream_model]["engine_kwargs"]
-    assert kwargs["max_num_seqs"] == large.serving.max_num_seqs
-    assert kwargs["max_model_len"] == large.serving.max_model_len_tokens
+    kwargs = _by_model("gpu-a100")[large.upstream_model]["engine_kwargs"]
+    assert kwargs["max_num_seqs"] == large.serving.max_num_seqs == 64
+    assert kwargs["max_model_len"] == large.serving.max_model_len_tokens == 16384
     assert kwargs["gpu_memory_utilization"] == large.serving.gpu_memory_utilization
-    assert kwargs["dtype"] == "bfloat16"
-    assert large.gpus == kwargs["tensor_parallel_size"]
 
 
-def test_gpu_tiers_hold_as_many_gpus_as_their_tp_degree() -> None:
-    for name in ("gpu-a100", "gpu-h100"):
-        for tier in load_profile(name, apply_env=False).tiers:
-            assert tier.serving is not None
-            assert tier.gpus == tier.serving.tensor_parallel_size
+def test_a_tier_that_cannot_fit_is_refused_before_any_engine_starts() -> None:
+    serving = {
+        "model_source": "meta-llama/Llama-3.3-70B-Instruct",
+        "architecture": "llama-3.3-70b",
+        "accelerator": "h100-80gb",
+        "dtype": "bfloat16",
+        "tensor_parallel_size": 1,
+    }
+    with pytest.raises(ServeBuildError, match="does not fit"):
+        llm_config_dicts(_profile([_tier("big", "big", serving)]))
 
 
 def test_local_profile_backs_every_tier_with_one_float32_stand_in_engine() -> None:
@@ -82,7 +115,7 @@ def test_local_profile_backs_every_tier_with_one_float32_stand_in_engine() -> No
 
 
 def test_replica_bounds_become_autoscaling_bounds() -> None:
-    small = _by_model("gpu-a100")["meta-llama/Llama-3.2-1B-Instruct"]
+    small = _by_model("gpu-a100")["small"]
     assert small["deployment_config"]["autoscaling_config"] == {
         "min_replicas": 1,
         "max_replicas": 4,
@@ -112,7 +145,7 @@ def test_two_tiers_naming_one_model_with_different_serving_are_refused() -> None
         served_models(profile)
 
 
-def test_gpu_engine_without_tp_is_refused_until_the_planner_derives_it() -> None:
+def test_gpu_engine_without_tp_or_architecture_is_refused() -> None:
     profile = _profile([_tier("a", "m", {"model_source": "x", "accelerator": "h100-80gb"})])
     with pytest.raises(ServeBuildError, match="tensor_parallel_size"):
         llm_config_dicts(profile)
