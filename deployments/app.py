@@ -177,8 +177,13 @@ def deployment_config(spec: ServingSpec) -> dict[str, Any]:
 def runtime_env(spec: ServingSpec) -> dict[str, Any]:
     env_vars = {"HF_HUB_OFFLINE": "1"} if spec.model_source == STAND_IN_SOURCE else {}
     if not is_gpu(spec) and spec.kv_cache_space_gib is not None:
-        # vLLM-CPU reads its KV pool size in whole GiB from the environment.
-        env_vars["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, round(spec.kv_cache_space_gib)))
+        # vLLM-CPU reads its KV pool as whole GiB; rounding would make the planner's KV capacity
+        # (and the gateway's admission budget) disagree with the engine, so refuse a fraction.
+        if not float(spec.kv_cache_space_gib).is_integer():
+            raise ServeBuildError(
+                f"serving.kv_cache_space_gib must be a whole number of GiB on CPU, got {spec.kv_cache_space_gib}"
+            )
+        env_vars["VLLM_CPU_KVCACHE_SPACE"] = str(int(spec.kv_cache_space_gib))
     return {"env_vars": env_vars} if env_vars else {}
 
 

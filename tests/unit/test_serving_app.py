@@ -185,3 +185,9 @@ def test_ray_serve_llm_accepts_every_shipped_profile() -> None:
             assert len(engine.placement_bundles) == engine.num_devices
             if name != "local-cpu":
                 assert engine.placement_strategy == "STRICT_PACK"
+
+
+def test_a_fractional_cpu_kv_pool_is_refused_not_rounded() -> None:
+    serving = {"model_source": "x", "kv_cache_space_gib": 1.5}
+    with pytest.raises(ServeBuildError, match="whole number"):
+        llm_config_dicts(_profile([_tier("a", "m", serving)]))
