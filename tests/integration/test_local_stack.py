@@ -87,10 +87,13 @@ def test_token_logprobs_come_back_when_requested(client: openai.OpenAI) -> None:
     assert all(len(t.top_logprobs) == 2 for t in tokens)
 
 
-def test_a_pinned_tier_is_the_tier_that_answers(client: openai.OpenAI) -> None:
-    raw = client.chat.completions.with_raw_response.create(
-        model="large", messages=[{"role": "user", "content": QUESTION}], max_tokens=16, temperature=0.0
-    )
+def test_a_pinned_tier_is_the_tier_that_answers(stack: Stack, client: openai.OpenAI) -> None:
+    try:
+        raw = client.chat.completions.with_raw_response.create(
+            model="large", messages=[{"role": "user", "content": QUESTION}], max_tokens=16, temperature=0.0
+        )
+    except openai.APIError as err:
+        pytest.fail(f"pinned request failed: {err!r}\n{stack.log_tail()}")
     reply = raw.parse()
     assert raw.headers["x-tiergate-tier"] == "large"
     assert reply.model == "large"
@@ -99,8 +102,9 @@ def test_a_pinned_tier_is_the_tier_that_answers(client: openai.OpenAI) -> None:
 
 def test_models_lists_every_tier_and_ray_serve_the_shared_engine(stack: Stack, client: openai.OpenAI) -> None:
     assert {m.id for m in client.models.list()} >= {"small", "medium", "large"}
-    served = http_json(f"http://127.0.0.1:{stack.serve_port}/v1/models").body
-    assert [m["id"] for m in served["data"]] == ["small"]
+    served = http_json(f"http://127.0.0.1:{stack.serve_port}/v1/models", timeout_s=30.0)
+    assert served.status == 200, f"{served}\n{stack.log_tail()}"
+    assert [m["id"] for m in served.body["data"]] == ["small"]
 
 
 def test_a_second_up_says_one_is_running(stack: Stack) -> None:
