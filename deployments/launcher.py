@@ -29,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psutil
 import yaml
 
-from deployments.app import build_llm_configs, llm_config_dicts, uses_stand_in
+from deployments.app import ServeBuildError, build_llm_configs, llm_config_dicts, uses_stand_in
 from deployments.model import ModelPrepareError, cache_dir, prepare_stand_in
 from deployments.processes import (
     AlreadyRunningError,
@@ -167,7 +167,7 @@ class Launcher:
             self._wait_until_stopped()
         except _StopRequestedError:
             pass
-        except (LaunchError, ModelPrepareError) as err:
+        except (LaunchError, ModelPrepareError, ServeBuildError) as err:
             self._say(f"error: {err}")
             code = 1
         finally:
