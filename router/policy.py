@@ -123,7 +123,9 @@ def decide(
     )
 
 
-def _nearest_available(start: int, top: int, names: Sequence[str], unavailable: frozenset[str]) -> int | None:
+def _nearest_available(
+    start: int, top: int, names: Sequence[str], unavailable: frozenset[str]
+) -> int | None:
     for i in range(start, top + 1):
         if names[i] not in unavailable:
             return i
