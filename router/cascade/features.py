@@ -13,10 +13,11 @@ import math
 import re
 from collections.abc import Sequence
 
-from router.scoring.features import prompt_features
+from router.scoring.features import FEATURE_NAMES, prompt_features
 
 _ANSWER_CHARS = 8_000
-_LETTER_AT_START = re.compile(r"^\W*\(?([A-J])\b(?![a-z'])")
+# A bare option letter: "C", "C)", "(C)", "C. text", "C: text"; not "I think" or "A dog".
+_LETTER_AT_START = re.compile(r"^\W*\(?([A-J])(?:[\).:,]|\s*$|\s*\n)")
 _LETTER_STATED = re.compile(r"\b(?:answer|option|choice)\s*(?:is|:)?\s*\(?([A-J])\b", re.I)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _FINAL_MARK = re.compile(r"####\s*(-?[\d,]+(?:\.\d+)?)")
@@ -51,7 +52,7 @@ ANSWER_FEATURE_NAMES: tuple[str, ...] = (
     "lp_min",
     "lp_first",
 )
-VERIFIER_FEATURE_NAMES: tuple[str, ...] = ("rung", *ANSWER_FEATURE_NAMES)
+VERIFIER_FEATURE_NAMES: tuple[str, ...] = ("rung", *ANSWER_FEATURE_NAMES, *FEATURE_NAMES)
 
 
 def extract_letter(answer: str) -> str | None:
@@ -106,7 +107,8 @@ def answer_features(
     finals = [final_answer(p) for p in previous_answers]
     agree = sum(1 for f in finals if f == mine)
     similarity = max((_similarity(mine, f) for f in finals), default=0.0)
-    lps = [float(x) for x in (logprobs or []) if math.isfinite(x)]
+    # Logprobs are <= 0; clip so a malformed value cannot overflow the mean.
+    lps = [min(max(float(x), -100.0), 0.0) for x in (logprobs or []) if math.isfinite(x)]
     has_lp = bool(lps)
     return [
         math.log1p(len(answer)),
@@ -138,6 +140,8 @@ def verifier_features(
     rung: int,
     previous_answers: Sequence[str] = (),
     logprobs: Sequence[float] | None = None,
+    prompt_row: Sequence[float] | None = None,
 ) -> list[float]:
-    """Rung, the answer's features and the prompt's features, in one vector."""
-    return [float(rung), *answer_features(answer, previous_answers, logprobs), *prompt_features(prompt)]
+    """Rung, the answer's features and the prompt's features (`prompt_row` if already computed)."""
+    prompt_part = prompt_features(prompt) if prompt_row is None else prompt_row
+    return [float(rung), *answer_features(answer, previous_answers, logprobs), *prompt_part]

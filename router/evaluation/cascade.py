@@ -2,8 +2,9 @@
 
 The policy: the pre-router picks the start rung (the first rung whose score is under its start
 threshold, else the top); each rung below the top answers, and the verifier's probability that
-the answer is not good enough is compared with that rung's threshold: above it, the request climbs
-one rung. Every rung called is paid for. Everything is vectorised over requests so a grid search
+the answer is not good enough, divided by what the top rung would cost for this prompt relative to
+a typical one (gain per dollar), is compared with that rung's threshold: above it, the request
+climbs one rung. Every rung called is paid for. Everything is vectorised over requests so a grid search
 over thresholds takes a fraction of a second.
 """
 
@@ -24,8 +25,9 @@ class CascadeInputs:
     """Per-request arrays for a ladder of K rungs (n requests).
 
     scores, cost_usd: (n, K). start_scores: (n, K-1), the pre-router's probabilities.
-    verify: (n, K, K-1), verify[r, s, k] = verifier probability for rung k's answer when the
-    cascade started at rung s (it sees the answers of rungs s..k-1); NaN where k < s.
+    verify: (n, K, K-1), verify[r, s, k] = escalation priority of rung k's answer when the
+    cascade started at rung s (it sees the answers of rungs s..k-1); NaN where k < s. The
+    priority is the verifier's probability over the prompt's relative top-rung cost.
     """
 
     scores: FloatArray

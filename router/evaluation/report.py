@@ -76,7 +76,12 @@ def _sub_ladder_parts(
     if ids[-1] != len(model.ladder) - 1:
         raise ValueError("the cascade must end at the model's top rung (its targets are relative to it)")
     below = ids[:-1]
-    parts = FittedParts(tuple(model.scorers[i] for i in below), tuple(model.verifiers[i] for i in below))
+    parts = FittedParts(
+        tuple(model.scorers[i] for i in below),
+        tuple(model.verifiers[i] for i in below),
+        model.cost_model,
+        model.cost_reference_log_usd,
+    )
     point = OperatingPoint(
         tuple(model.operating_point.start_thresholds[i] for i in below),
         tuple(model.operating_point.verify_thresholds[i] for i in below),

@@ -1,7 +1,9 @@
 """Saving and loading a trained router with skops (no pickle), plus a JSON metadata sidecar.
 
-Loading trusts an explicit list of scikit-learn and numpy types, not whatever the file names: a
-file that asks for any other type is refused before anything is built. The bundle's format
+Loading trusts an explicit list of scikit-learn and numpy types, not whatever the file names:
+every type the file's schema mentions is read first (skops itself would quietly trust any
+scikit-learn class), and a file that asks for any type outside the list is refused before anything
+is built. The bundle's format
 version is checked so a scorer never runs on features it was not trained with. This is the
 module of `router/scoring` that touches files; the rest stays pure.
 """
@@ -27,6 +29,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "numpy.ndarray",
     "numpy.float64",
     "numpy.int64",
+    "numpy.uint64",
     "numpy.random._mt19937.MT19937",
     "numpy.random._generator.Generator",
     "numpy.random._pcg64.PCG64",
@@ -37,9 +40,11 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.isotonic.IsotonicRegression",
     "sklearn.pipeline.Pipeline",
     "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.preprocessing._label.LabelEncoder",
     "sklearn.linear_model._logistic.LogisticRegression",
     "sklearn.model_selection._split.StratifiedKFold",
     "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
     "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn._loss.link.Interval",
@@ -47,11 +52,53 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn._loss.link.IdentityLink",
     "sklearn._loss.loss.HalfBinomialLoss",
     "sklearn._loss._loss.CyHalfBinomialLoss",
+    "sklearn._loss.loss.HalfSquaredError",
+    "sklearn._loss._loss.CyHalfSquaredError",
+)
+
+
+# Plain containers and scalars the schema names; they carry no code.
+_PLAIN = frozenset(
+    {
+        "builtins.dict",
+        "builtins.list",
+        "builtins.str",
+        "builtins.tuple",
+        "builtins.int",
+        "builtins.float",
+        "builtins.bool",
+        "builtins.NoneType",
+    }
 )
 
 
 class ArtifactError(ValueError):
     """An artifact that is missing, of another format version, or asks for untrusted types."""
+
+
+def _schema_types(path: Path) -> set[str]:
+    """Every `module.Class` the skops schema of `path` would build."""
+    with zipfile.ZipFile(path) as archive:
+        schema = json.loads(archive.read("schema.json"))
+    found: set[str] = set()
+    stack: list[Any] = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "__module__" in node and "__class__" in node:
+                found.add(f"{node['__module__']}.{node['__class__']}")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found - _PLAIN
+
+
+def _check_types(path: Path) -> list[str]:
+    named = _schema_types(path) | set(sio.get_untrusted_types(file=path))
+    untrusted = named - set(TRUSTED_TYPES)
+    if untrusted:
+        raise ArtifactError(f"{path.name}: refuses untrusted types {sorted(untrusted)}")
+    return sorted(named)
 
 
 def metadata_path(path: Path) -> Path:
@@ -68,15 +115,18 @@ def save_model(model: RouterModel, path: Path) -> None:
         "verifiers": list(model.verifiers),
         "start_thresholds": list(model.operating_point.start_thresholds),
         "verify_thresholds": list(model.operating_point.verify_thresholds),
+        "cost_model": model.cost_model,
+        "cost_reference_log_usd": model.cost_reference_log_usd,
         "metadata_json": json.dumps(model.metadata, sort_keys=True),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     # Deflate: the JSON schema of a few hundred small trees shrinks about tenfold.
     sio.dump(bundle, path, compression=zipfile.ZIP_DEFLATED, compresslevel=9)
-    untrusted = set(sio.get_untrusted_types(file=path)) - set(TRUSTED_TYPES)
-    if untrusted:
+    try:
+        _check_types(path)
+    except ArtifactError:
         path.unlink()
-        raise ArtifactError(f"the bundle needs types outside TRUSTED_TYPES: {sorted(untrusted)}")
+        raise
     sidecar = dict(model.metadata)
     sidecar["artifact"] = path.name
     sidecar["ladder"] = list(model.ladder)
@@ -93,10 +143,7 @@ def load_model(path: Path | None = None) -> RouterModel:
     if not target.is_file():
         raise ArtifactError(f"no router artifact at {target.name!r}")
     try:
-        untrusted = set(sio.get_untrusted_types(file=target)) - set(TRUSTED_TYPES)
-        if untrusted:
-            raise ArtifactError(f"{target.name}: refuses untrusted types {sorted(untrusted)}")
-        bundle = sio.load(target, trusted=list(TRUSTED_TYPES))
+        bundle = sio.load(target, trusted=_check_types(target))
     except ArtifactError:
         raise
     except Exception as err:  # skops raises a variety of errors on a corrupt or foreign file
@@ -108,13 +155,18 @@ def load_model(path: Path | None = None) -> RouterModel:
         raise ArtifactError(
             f"{target.name}: artifact format version {found!r}, this tiergate reads {ARTIFACT_FORMAT_VERSION}"
         )
-    return RouterModel(
-        ladder=tuple(str(m) for m in bundle["ladder"]),
-        scorers=tuple(bundle["scorers"]),
-        verifiers=tuple(bundle["verifiers"]),
-        operating_point=OperatingPoint(
-            tuple(float(t) for t in bundle["start_thresholds"]),
-            tuple(float(t) for t in bundle["verify_thresholds"]),
-        ),
-        metadata=dict(json.loads(str(bundle["metadata_json"]))),
-    )
+    try:
+        return RouterModel(
+            ladder=tuple(str(m) for m in bundle["ladder"]),
+            scorers=tuple(bundle["scorers"]),
+            verifiers=tuple(bundle["verifiers"]),
+            operating_point=OperatingPoint(
+                tuple(float(t) for t in bundle["start_thresholds"]),
+                tuple(float(t) for t in bundle["verify_thresholds"]),
+            ),
+            cost_model=bundle.get("cost_model"),
+            cost_reference_log_usd=float(bundle.get("cost_reference_log_usd", 0.0)),
+            metadata=dict(json.loads(str(bundle["metadata_json"]))),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise ArtifactError(f"{target.name}: incomplete router bundle ({err})") from None

@@ -6,11 +6,15 @@ training rows, never on rows the caller keeps for evaluation.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
+from router.cascade.features import VERIFIER_FEATURE_NAMES
 from router.evaluation.cascade import choose_operating_point
 from router.evaluation.metrics import apgr, cpt, sweep
 from router.evaluation.outcomes import DEFAULT_LADDER, OutcomeRow, rows_hash
@@ -39,8 +43,23 @@ def train_router(
     folds: int = 5,
     progress: Progress = _quiet,
 ) -> RouterModel:
-    """Fit scorers and verifiers for `ladder` on `rows`, with out-of-fold metrics in metadata."""
-    ladder = tuple(ladder)
+    """Fit scorers and verifiers for `ladder` on `rows`, with out-of-fold metrics in metadata.
+
+    Runs single-threaded: the boosted trees are small, and OpenMP threads on a busy machine cost
+    far more in spinning than they save.
+    """
+    with threadpool_limits(limits=1):
+        return _train(rows, tuple(ladder), target_quality_ratio, max_cost_ratio, folds, progress)
+
+
+def _train(
+    rows: Sequence[OutcomeRow],
+    ladder: tuple[str, ...],
+    target_quality_ratio: float,
+    max_cost_ratio: float,
+    folds: int,
+    progress: Progress,
+) -> RouterModel:
     progress(f"features for {len(rows)} rows")
     cache = FeatureCache(rows)
     oof = out_of_fold(rows, ladder, cache, folds=folds, progress=progress)
@@ -69,12 +88,28 @@ def train_router(
     parts = fit_parts(rows, list(range(len(rows))), ladder, cache)
     digest = rows_hash(rows)
     benchmarks = sorted({r.benchmark for r in rows})
+    # The version names the data and what was learned from it, so a retrained model never
+    # masquerades as the one before it even on the same data.
+    learned = json.dumps(
+        [list(ladder), VERIFIER_FEATURE_NAMES, metrics, point.start_thresholds, point.verify_thresholds],
+        sort_keys=True,
+        default=str,
+    )
+    fingerprint = hashlib.sha256(learned.encode()).hexdigest()[:6]
     metadata: dict[str, Any] = {
-        "version": f"scorer-v{ARTIFACT_FORMAT_VERSION}-{digest[:10]}",
+        "version": f"scorer-v{ARTIFACT_FORMAT_VERSION}-{digest[:8]}-{fingerprint}",
         "format_version": ARTIFACT_FORMAT_VERSION,
         "training_data_sha256": digest,
         "training_rows": len(rows),
         "training_benchmarks": benchmarks,
         "metrics": metrics,
     }
-    return RouterModel(ladder, parts.scorers, parts.verifiers, point, metadata)
+    return RouterModel(
+        ladder,
+        parts.scorers,
+        parts.verifiers,
+        point,
+        parts.cost_model,
+        parts.cost_reference_log_usd,
+        metadata,
+    )

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from sklearn.calibration import CalibratedClassifierCV
-from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
@@ -26,7 +26,7 @@ from router.cascade.features import verifier_features
 from router.evaluation.cascade import CascadeInputs
 from router.evaluation.outcomes import OutcomeRow
 from router.scoring.features import last_block, prompt_features
-from router.scoring.model import positive_proba
+from router.scoring.model import positive_proba, relative_top_cost
 
 Progress = Callable[[str], None]
 FloatArray = NDArray[np.float64]
@@ -66,10 +66,17 @@ def make_verifier_pipeline() -> CalibratedClassifierCV:
     return CalibratedClassifierCV(base, method="isotonic", cv=_calibration_folds(), ensemble=False)
 
 
+def make_cost_pipeline() -> HistGradientBoostingRegressor:
+    """Prompt features -> log(top-rung cost in USD): task type sets the answer length, hence cost."""
+    return HistGradientBoostingRegressor(max_iter=100, learning_rate=0.1, max_depth=3, random_state=SEED)
+
+
 @dataclass(frozen=True)
 class FittedParts:
     scorers: tuple[Any, ...]
     verifiers: tuple[Any, ...]
+    cost_model: Any = None
+    cost_reference_log_usd: float = 0.0
 
 
 class FeatureCache:
@@ -142,7 +149,12 @@ def fit_parts(
         scorers.append(_fit(make_scorer_pipeline(), x, y, f"scorer for {rung}"))
         xv, yv = _verifier_data(rows, idx, ladder, k)
         verifiers.append(_fit(make_verifier_pipeline(), xv, yv, f"verifier for {rung}"))
-    return FittedParts(tuple(scorers), tuple(verifiers))
+    priced = [i for i in idx if top in rows[i].cost_usd and rows[i].cost_usd[top] > 0]
+    if len(priced) < 20:
+        return FittedParts(tuple(scorers), tuple(verifiers))
+    log_cost = np.log(np.asarray([rows[i].cost_usd[top] for i in priced], dtype=np.float64))
+    cost_model = make_cost_pipeline().fit(cache.prompt[priced], log_cost)
+    return FittedParts(tuple(scorers), tuple(verifiers), cost_model, float(np.median(log_cost)))
 
 
 def cascade_rows(rows: Sequence[OutcomeRow], ladder: Sequence[str]) -> list[int]:
@@ -190,6 +202,10 @@ def cascade_inputs(
             p = positive_proba(parts.verifiers[k], np.asarray(feats, dtype=np.float64))
             for (pos, start), value in zip(cells, p, strict=True):
                 verify[pos, start, k] = value
+    if n:
+        # Escalation priority: probability of a better answer per (relative) dollar of the top rung.
+        relative = relative_top_cost(parts.cost_model, parts.cost_reference_log_usd, x)
+        verify = verify / relative[:, None, None]
     return CascadeInputs(scores, cost, start_scores, verify)
 
 
