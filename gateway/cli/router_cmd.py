@@ -20,7 +20,13 @@ from router.data import load_outcomes
 from router.evaluation.calibrate import threshold_for_large_share, threshold_for_quality
 from router.evaluation.outcomes import DEFAULT_LADDER, OutcomeRow, canonical_model
 from router.evaluation.report import Evaluation, evaluate
-from router.scoring.artifact import DEFAULT_ARTIFACT, ArtifactError, load_model, save_model
+from router.scoring.artifact import (
+    DEFAULT_ARTIFACT,
+    DEFAULT_ARTIFACT_NAME,
+    ArtifactError,
+    load_model,
+    save_model,
+)
 from router.scoring.fit import train_router
 from router.scoring.model import LearnedScorer, RouterModel, positive_proba
 from router.scoring.train import FeatureCache
@@ -217,7 +223,7 @@ def register(app: typer.Typer) -> None:
         else:
             quality = np.asarray([[r.scores[m] for m in rungs] for r in rows], dtype=np.float64)
             t = threshold_for_quality(scores, quality, float(target_quality or 0.0))
-        artifact = str(model_path) if model_path is not None else "default"
+        artifact = str(model_path) if model_path is not None else DEFAULT_ARTIFACT_NAME
         try:
             _write_profile(profile, [t] * (len(rungs) - 1), artifact)
         except ProfileError as err:

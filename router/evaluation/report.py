@@ -99,17 +99,21 @@ def cascade_summary(
         return {"cascade_rows": 0}, None, []
     inputs = cascade_inputs(rows, idx, ladder, parts, FeatureCache(rows), rung_ids=ids)
     result = simulate(inputs, point)
-    # The curve for the plot: scale every verifier threshold from "escalate all" to "accept all".
+    # The curve for the plot: the operating point with the last rung's verifier threshold swept
+    # from "escalate everything" to "accept everything"; it passes through the operating point.
+    last = inputs.verify[:, :, len(ids) - 1]
+    finite = last[np.isfinite(last)]
+    sweep_taus = [
+        -1.0,
+        *(np.quantile(finite, np.linspace(0.0, 1.0, 41)).tolist() if finite.size else []),
+        2.0,
+    ]
     curve: list[tuple[float, float]] = []
-    for scale in np.linspace(0.0, 1.0, 21):
-        taus = tuple(
-            float(np.quantile(inputs.verify[:, :, k][np.isfinite(inputs.verify[:, :, k])], scale))
-            if np.isfinite(inputs.verify[:, :, k]).any()
-            else 0.5
-            for k in range(len(ids))
-        )
+    for tau in sorted(set(sweep_taus)):
+        taus = (*point.verify_thresholds[:-1], float(tau))
         r = simulate(inputs, OperatingPoint(point.start_thresholds, taus))
         curve.append((r.cost_ratio, r.quality_ratio))
+    curve.sort()
     summary = {
         "cascade_rows": len(idx),
         "cascade_quality_ratio": _round(result.quality_ratio),

@@ -101,6 +101,17 @@ def _check_types(path: Path) -> list[str]:
     return sorted(named)
 
 
+# What a profile's `routing.scorer_artifact` says to mean the artifact shipped with tiergate.
+DEFAULT_ARTIFACT_NAME = "default"
+
+
+def resolve_artifact(value: str | None) -> Path:
+    """A profile's `scorer_artifact` as a path: unset or "default" is the shipped artifact."""
+    if value is None or value == DEFAULT_ARTIFACT_NAME:
+        return DEFAULT_ARTIFACT
+    return Path(value)
+
+
 def metadata_path(path: Path) -> Path:
     return path.with_suffix(".json")
 

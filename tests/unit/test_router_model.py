@@ -16,7 +16,14 @@ from router.cascade import Verifier
 from router.evaluation.outcomes import rows_hash
 from router.policy import PolicyConfig, RoutingRequest, decide
 from router.scoring import LearnedScorer
-from router.scoring.artifact import DEFAULT_ARTIFACT, ArtifactError, load_model, metadata_path, save_model
+from router.scoring.artifact import (
+    DEFAULT_ARTIFACT,
+    ArtifactError,
+    load_model,
+    metadata_path,
+    resolve_artifact,
+    save_model,
+)
 from router.scoring.model import ARTIFACT_FORMAT_VERSION, ARTIFACT_KIND
 from tests.unit.router_support import LARGE, MID, SMALL, fixture_model, fixture_rows
 
@@ -159,3 +166,8 @@ def test_committed_default_artifact_loads_and_matches_its_sidecar() -> None:
     assert sidecar["training_data_sha256"] == model.metadata["training_data_sha256"]
     assert tuple(sidecar["ladder"]) == model.ladder == (SMALL, MID, LARGE)
     assert 0.0 <= LearnedScorer(model).scores(RoutingRequest(text="What is 2+2?"), 2)[0] <= 1.0
+
+
+def test_profile_artifact_default_resolves_to_the_shipped_file() -> None:
+    assert resolve_artifact(None) == resolve_artifact("default") == DEFAULT_ARTIFACT
+    assert resolve_artifact("/models/r.skops") == Path("/models/r.skops")
