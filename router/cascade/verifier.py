@@ -80,7 +80,11 @@ class Verifier:
         rung: int = 0,
         previous_answers: Sequence[str] = (),
     ) -> Verdict:
-        """Accept or escalate the answer of ladder rung `rung` (0 = cheapest)."""
+        """Accept or escalate the answer of ladder rung `rung` (0 = cheapest).
+
+        `rung` indexes the model's ladder (`RouterModel.rung_index(tier.router_rung)`), not the
+        profile's tiers; `previous_answers` are the answers of the rungs tried before, in order.
+        """
         top = len(self._model.ladder) - 1
         if rung >= top:
             return Verdict(False, 0.0, 0.0, 1.0, 1.0, rung, "top-rung")

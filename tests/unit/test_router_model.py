@@ -14,7 +14,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from router.cascade import Verifier
 from router.evaluation.outcomes import rows_hash
-from router.policy import PolicyConfig, RoutingRequest, decide
+from router.policy import PolicyConfig, RoutingRequest, Scorer, decide
 from router.scoring import LearnedScorer
 from router.scoring.artifact import (
     DEFAULT_ARTIFACT,
@@ -171,3 +171,16 @@ def test_committed_default_artifact_loads_and_matches_its_sidecar() -> None:
 def test_profile_artifact_default_resolves_to_the_shipped_file() -> None:
     assert resolve_artifact(None) == resolve_artifact("default") == DEFAULT_ARTIFACT
     assert resolve_artifact("/models/r.skops") == Path("/models/r.skops")
+
+
+def test_verifier_never_raises_on_empty_huge_non_english_or_code_answers() -> None:
+    verifier = Verifier(fixture_model())
+    for text in ODD:
+        for rung in (0, 1):
+            verdict = verifier.verify(text, text, [-0.5] * 3, rung=rung, previous_answers=[text])
+            assert 0.0 <= verdict.p_not_good_enough <= 1.0
+
+
+def test_learned_scorer_satisfies_the_policy_scorer_protocol() -> None:
+    scorer: Scorer = LearnedScorer(fixture_model())
+    assert scorer.version == fixture_model().version
