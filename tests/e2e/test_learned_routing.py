@@ -37,19 +37,19 @@ def test_models_and_metrics_name_the_artifact_version(learned: str) -> None:
 
 
 def test_auto_requests_are_routed_by_the_learned_scorer(learned: str) -> None:
-    client = openai.OpenAI(base_url=learned, api_key="unused", max_retries=0)
     prompts = [
         "Hi!",
         "Write a Python function that returns the n-th prime number, with tests.",
         "Question: Which gas do plants absorb? Options: A) oxygen B) carbon dioxide C) helium D) neon. Answer:",
     ]
     tiers = set()
-    for prompt in prompts:
-        raw = client.chat.completions.with_raw_response.create(
-            model="auto", messages=[{"role": "user", "content": prompt}]
-        )
-        tiers.add(raw.headers["x-tiergate-tier"])
-        assert raw.parse().choices[0].message.content
+    with openai.OpenAI(base_url=learned, api_key="unused", max_retries=0) as client:
+        for prompt in prompts:
+            raw = client.chat.completions.with_raw_response.create(
+                model="auto", messages=[{"role": "user", "content": prompt}]
+            )
+            tiers.add(raw.headers["x-tiergate-tier"])
+            assert raw.parse().choices[0].message.content
     assert tiers <= {"small", "medium", "large"}
     metrics = httpx.get(learned.removesuffix("/v1") + "/metrics").text
     assert "tiergate_routing_decisions_total" in metrics
