@@ -46,10 +46,28 @@ def admission_gates(profile: Profile) -> dict[str, TierAdmission]:
     return gates
 
 
+def scorer_for(profile: Profile) -> Scorer:
+    """The scorer the profile's routing policy names; a learned artifact is loaded and checked here."""
+    if profile.routing.policy != "learned":
+        return HeuristicScorer()
+    # Imported only when used: scikit-learn adds a second to start-up that rule profiles never pay.
+    from router.scoring.artifact import ArtifactError, load_model, resolve_artifact
+    from router.scoring.model import LearnedScorer
+
+    missing = [t.name for t in profile.tiers if not t.router_rung]
+    if missing:
+        raise ProfileError(f"routing.policy is 'learned' but tiers {missing} have no router_rung")
+    try:
+        model = load_model(resolve_artifact(profile.routing.scorer_artifact))
+        return LearnedScorer(model, [t.router_rung or "" for t in profile.tiers])
+    except (ArtifactError, KeyError) as err:
+        raise ProfileError(f"routing.scorer_artifact: {err}") from None
+
+
 class AppState:
     def __init__(self, profile: Profile, scorer: Scorer | None = None) -> None:
         self.profile = profile
-        self.scorer: Scorer = scorer if scorer is not None else HeuristicScorer()
+        self.scorer: Scorer = scorer if scorer is not None else scorer_for(profile)
         names = [t.name for t in profile.tiers]
         self.metrics = GatewayMetrics(names, router_version=self.scorer.version, policy=profile.routing.policy)
         self.tiers = TierRegistry(profile.tiers, self.metrics)

@@ -98,7 +98,8 @@ def write_profile(path: Path, base: str, **overrides: Any) -> dict[str, Any]:
     for tier in data["tiers"]:
         if tier["name"] in endpoints:
             tier["endpoint"] = endpoints[tier["name"]]
-    data["gateway"].update(overrides.pop("gateway", {}))
+    for section in ("gateway", "routing"):
+        data.setdefault(section, {}).update(overrides.pop(section, {}))
     data.update(overrides)
     path.write_text(yaml.safe_dump(data))
     return data

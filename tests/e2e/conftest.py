@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import openai
@@ -19,9 +19,17 @@ API_KEY = "sk-test-0123456789"
 class Stack:
     base_url: str
     fakes: dict[str, str]  # tier name -> fake base URL
+    clients: dict[str, openai.OpenAI] = field(default_factory=dict)
 
-    def client(self, api_key: str = "unused", **kw: object) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.base_url, api_key=api_key, max_retries=0, **kw)  # type: ignore[arg-type]
+    def client(self, api_key: str = "unused") -> openai.OpenAI:
+        """One official client per key, closed with the stack (no sockets left to the GC)."""
+        if api_key not in self.clients:
+            self.clients[api_key] = openai.OpenAI(base_url=self.base_url, api_key=api_key, max_retries=0)
+        return self.clients[api_key]
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +43,7 @@ def healthy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         }
         path = Path(tmp_path_factory.mktemp("healthy")) / "profile.yaml"
         write_profile(path, "test-fake", endpoints=fakes, gateway={"max_body_bytes": 65536})
-        yield Stack(stack.enter_context(gateway(path)), fakes)
+        yield from _serve(Stack(stack.enter_context(gateway(path)), fakes))
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +57,7 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         }
         path = Path(tmp_path_factory.mktemp("faulty")) / "profile.yaml"
         write_profile(path, "test-fake", endpoints=fakes, gateway={"request_timeout_s": 1.0})
-        yield Stack(stack.enter_context(gateway(path)), fakes)
+        yield from _serve(Stack(stack.enter_context(gateway(path)), fakes))
 
 
 @pytest.fixture(scope="session")
@@ -60,4 +68,11 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         fakes = {"small": url, "medium": url, "large": url}
         path = Path(tmp_path_factory.mktemp("keyed")) / "profile.yaml"
         write_profile(path, "test-fake", endpoints=fakes)
-        yield Stack(stack.enter_context(gateway(path, env={"TIERGATE_API_KEYS": API_KEY})), fakes)
+        yield from _serve(Stack(stack.enter_context(gateway(path, env={"TIERGATE_API_KEYS": API_KEY})), fakes))
+
+
+def _serve(stack: Stack) -> Iterator[Stack]:
+    try:
+        yield stack
+    finally:
+        stack.close()

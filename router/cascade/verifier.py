@@ -1,0 +1,106 @@
+"""The cascade verifier the gateway calls on a real answer: accept it, or climb one rung.
+
+`Verifier.verify(prompt, answer, logprobs)` returns a `Verdict` with the probability that the
+answer is not good enough (a higher rung would do better) and the decision at the operating point
+stored in the artifact. The decision weighs that probability against what the top rung would
+charge for this prompt (relative to a typical prompt): a long code answer from the frontier model
+costs several times a one-letter answer, so the same doubt buys less there. Pass the answers of
+rungs already tried in `previous_answers`: agreement between two independent models is the
+strongest signal the verifier has.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from router.cascade.features import verifier_features
+from router.scoring.features import prompt_features
+from router.scoring.model import RouterModel, RowScorer, relative_top_cost_one
+
+# The outcome tables carry no token logprobs, so the trained pipelines never saw them. When a
+# tier returns them, the verifier blends in their own evidence: 1 - exp(mean logprob) is the
+# average per-token "surprise"; this weight is a documented prior, not a fitted number.
+LOGPROB_WEIGHT = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The verifier's answer: escalate or not, with its probability and the threshold used."""
+
+    escalate: bool
+    p_not_good_enough: float
+    # p_not_good_enough / relative_cost: what the threshold is compared with.
+    priority: float
+    relative_cost: float
+    threshold: float
+    rung: int
+    reason: str
+
+
+class Verifier:
+    """Answer-level accept/escalate decisions for every rung of a trained model but the top."""
+
+    def __init__(self, model: RouterModel, thresholds: Sequence[float] | None = None) -> None:
+        self._model = model
+        chosen = thresholds if thresholds is not None else model.operating_point.verify_thresholds
+        if len(chosen) != len(model.ladder) - 1:
+            raise ValueError("one verifier threshold per rung but the top")
+        self._thresholds = tuple(float(t) for t in chosen)
+        self._rows = [RowScorer(v) for v in model.verifiers]
+        self._cost = RowScorer(model.cost_model, regressor=True) if model.cost_model is not None else None
+
+    @property
+    def version(self) -> str:
+        return self._model.version
+
+    def probability(
+        self,
+        prompt_text: str,
+        answer_text: str,
+        logprobs: Sequence[float] | None = None,
+        *,
+        rung: int = 0,
+        previous_answers: Sequence[str] = (),
+    ) -> float:
+        """P(this rung's answer is not good enough), in [0, 1]."""
+        return self.verify(
+            prompt_text, answer_text, logprobs, rung=rung, previous_answers=previous_answers
+        ).p_not_good_enough
+
+    def verify(
+        self,
+        prompt_text: str,
+        answer_text: str,
+        logprobs: Sequence[float] | None = None,
+        *,
+        rung: int = 0,
+        previous_answers: Sequence[str] = (),
+    ) -> Verdict:
+        """Accept or escalate the answer of ladder rung `rung` (0 = cheapest).
+
+        `rung` indexes the model's ladder (`RouterModel.rung_index(tier.router_rung)`), not the
+        profile's tiers; `previous_answers` are the answers of the rungs tried before, in order.
+        """
+        top = len(self._model.ladder) - 1
+        if rung >= top:
+            return Verdict(False, 0.0, 0.0, 1.0, 1.0, rung, "top-rung")
+        rung = max(rung, 0)
+        prompt_row = prompt_features(prompt_text)
+        features = verifier_features(prompt_text, answer_text, rung, previous_answers, logprobs, prompt_row)
+        p = self._rows[rung](np.asarray(features, dtype=np.float64))
+        finite = [x for x in (logprobs or []) if math.isfinite(x)]
+        if finite:
+            surprise = 1.0 - math.exp(max(min(sum(finite) / len(finite), 0.0), -50.0))
+            p = (1.0 - LOGPROB_WEIGHT) * p + LOGPROB_WEIGHT * surprise
+        p = min(max(p, 0.0), 1.0)
+        row = np.asarray(prompt_row, dtype=np.float64)
+        relative = relative_top_cost_one(self._cost, self._model.cost_reference_log_usd, row)
+        priority = p / relative
+        threshold = self._thresholds[rung]
+        escalate = priority > threshold
+        reason = "above-threshold" if escalate else "accepted"
+        return Verdict(escalate, p, priority, relative, threshold, rung, reason)

@@ -1,0 +1,1 @@
+"""Outcome tables -> quality/cost curves, APGR, CPT, cascade replay and threshold calibration."""

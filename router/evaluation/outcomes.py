@@ -1,0 +1,89 @@
+"""Outcome rows: one prompt with each model's score, cost and answer, as plain typed data.
+
+The outcome tables spell some models differently (RouteLLM and arena files name Mixtral
+`mistralai/Mixtral-8x7B-Instruct-v0.1`); `MODEL_ALIASES` folds those onto the ladder's keys so
+every consumer sees one spelling. Parsing is pure: reading files lives in `router/data.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+# The default ladder, cheapest first: stand-ins for 7B -> 70B-class -> frontier.
+DEFAULT_LADDER: tuple[str, ...] = (
+    "mistralai/mistral-7b-chat",
+    "mistralai/mixtral-8x7b-chat",
+    "gpt-4-1106-preview",
+)
+
+MODEL_ALIASES: dict[str, str] = {
+    "mistralai/Mixtral-8x7B-Instruct-v0.1": "mistralai/mixtral-8x7b-chat",
+    "mistralai/Mistral-7B-Instruct-v0.1": "mistralai/mistral-7b-chat",
+}
+
+
+def canonical_model(name: str, aliases: Mapping[str, str] = MODEL_ALIASES) -> str:
+    """The ladder's spelling of a model key (unknown names pass through unchanged)."""
+    return aliases.get(name, name)
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRow:
+    """One prompt and what each model did with it (scores in [0, 1], costs in USD)."""
+
+    id: str
+    benchmark: str
+    prompt: str
+    scores: dict[str, float]
+    cost_usd: dict[str, float] = field(default_factory=dict)
+    responses: dict[str, str] = field(default_factory=dict)
+
+    def has(self, models: Iterable[str]) -> bool:
+        return all(m in self.scores for m in models)
+
+
+def _float_map(raw: Any, aliases: Mapping[str, str]) -> dict[str, float]:
+    if not isinstance(raw, dict):
+        return {}
+    out: dict[str, float] = {}
+    for key, value in raw.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out[canonical_model(str(key), aliases)] = float(value)
+    return out
+
+
+def parse_row(data: Mapping[str, Any], aliases: Mapping[str, str] = MODEL_ALIASES) -> OutcomeRow:
+    """Build a row from one decoded JSON object; raises ValueError on a row without scores."""
+    scores = _float_map(data.get("scores"), aliases)
+    if not scores:
+        raise ValueError(f"row {data.get('id')!r} has no scores")
+    raw_responses = data.get("responses")
+    responses: dict[str, str] = {}
+    if isinstance(raw_responses, dict):
+        for key, value in raw_responses.items():
+            if isinstance(value, str):
+                responses[canonical_model(str(key), aliases)] = value
+    return OutcomeRow(
+        id=str(data.get("id", "")),
+        benchmark=str(data.get("benchmark", "unknown")),
+        prompt=str(data.get("prompt", "")),
+        scores=scores,
+        cost_usd=_float_map(data.get("cost_usd"), aliases),
+        responses=responses,
+    )
+
+
+def rows_hash(rows: Sequence[OutcomeRow]) -> str:
+    """A stable sha256 over ids, prompts and scores: names the data an artifact was trained on."""
+    digest = hashlib.sha256()
+    for row in sorted(rows, key=lambda r: r.id):
+        digest.update(row.id.encode())
+        digest.update(b"\0")
+        digest.update(row.prompt.encode())
+        for model in sorted(row.scores):
+            digest.update(f"\0{model}={row.scores[model]:.4f}".encode())
+        digest.update(b"\n")
+    return digest.hexdigest()

@@ -1,0 +1,144 @@
+"""Judge a trained router on outcome rows: the pre-routing sweep and the cascade at its stored point.
+
+`evaluate` returns plain JSON-safe numbers (the keys `tiergate router eval --json` prints) and the
+curves for plotting. It has no knob that tunes the cascade: the operating point is the artifact's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from router.evaluation.cascade import CascadeResult, OperatingPoint, simulate
+from router.evaluation.metrics import SweepCurve, apgr, cpt, oracle_score, random_apgr, sweep
+from router.evaluation.outcomes import OutcomeRow
+from router.scoring.model import RouterModel, positive_proba
+from router.scoring.train import FeatureCache, FittedParts, cascade_inputs, cascade_rows
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    summary: dict[str, Any]
+    router_curve: SweepCurve | None = None
+    oracle_curve: SweepCurve | None = None
+    cascade_points: list[tuple[float, float]] = field(default_factory=list)  # (cost ratio, quality ratio)
+    cascade_result: CascadeResult | None = None
+
+
+def _round(x: float) -> float | None:
+    return None if not np.isfinite(x) else round(float(x), 4)
+
+
+def prompt_scores(model: RouterModel, rung: str, rows: Sequence[OutcomeRow]) -> np.ndarray[Any, Any]:
+    """The scorer's P(rung is not good enough) for each row's prompt."""
+    k = model.rung_index(rung)
+    if k == len(model.ladder) - 1:
+        return np.zeros(len(rows))
+    cache = FeatureCache(rows)
+    return positive_proba(model.scorers[k], cache.prompt) if len(rows) else np.zeros(0)
+
+
+def _sweep_summary(
+    model: RouterModel, rows: Sequence[OutcomeRow], small: str, large: str
+) -> tuple[dict[str, Any], SweepCurve | None, SweepCurve | None]:
+    usable = [r for r in rows if r.has((small, large))]
+    if not usable:
+        return {"rows": 0}, None, None
+    s = [r.scores[small] for r in usable]
+    lg = [r.scores[large] for r in usable]
+    curve = sweep(s, lg, prompt_scores(model, small, usable))
+    oracle = sweep(s, lg, oracle_score(s, lg))
+    summary = {
+        "rows": len(usable),
+        "small_quality": _round(curve.small_quality),
+        "large_quality": _round(curve.large_quality),
+        "apgr": _round(apgr(curve)),
+        "cpt50": _round(cpt(curve, 0.5)),
+        "cpt80": _round(cpt(curve, 0.8)),
+        "random_apgr": _round(random_apgr(s, lg)),
+        "oracle_apgr": _round(apgr(oracle)),
+        "oracle_cpt50": _round(cpt(oracle, 0.5)),
+    }
+    return summary, curve, oracle
+
+
+def _sub_ladder_parts(model: RouterModel, ladder: Sequence[str]) -> tuple[FittedParts, list[int], OperatingPoint]:
+    ids = [model.rung_index(m) for m in ladder]
+    if ids != sorted(ids) or len(set(ids)) != len(ids):
+        raise ValueError(f"the cascade ladder {list(ladder)} must climb the model's ladder {list(model.ladder)}")
+    if ids[-1] != len(model.ladder) - 1:
+        raise ValueError("the cascade must end at the model's top rung (its targets are relative to it)")
+    below = ids[:-1]
+    parts = FittedParts(
+        tuple(model.scorers[i] for i in below),
+        tuple(model.verifiers[i] for i in below),
+        model.cost_model,
+        model.cost_reference_log_usd,
+    )
+    point = OperatingPoint(
+        tuple(model.operating_point.start_thresholds[i] for i in below),
+        tuple(model.operating_point.verify_thresholds[i] for i in below),
+    )
+    return parts, below, point
+
+
+def cascade_summary(
+    model: RouterModel, rows: Sequence[OutcomeRow], ladder: Sequence[str]
+) -> tuple[dict[str, Any], CascadeResult | None, list[tuple[float, float]]]:
+    """Routing + cascade over `ladder` at the model's operating point, and its threshold curve."""
+    parts, ids, point = _sub_ladder_parts(model, ladder)
+    idx = cascade_rows(rows, ladder)
+    if not idx:
+        return {"cascade_rows": 0}, None, []
+    inputs = cascade_inputs(rows, idx, ladder, parts, FeatureCache(rows), rung_ids=ids)
+    result = simulate(inputs, point)
+    # The curve for the plot: the operating point with the last rung's verifier threshold swept
+    # from "escalate everything" to "accept everything"; it passes through the operating point.
+    last = inputs.verify[:, :, len(ids) - 1]
+    finite = last[np.isfinite(last)]
+    sweep_taus = [
+        -1.0,
+        *(np.quantile(finite, np.linspace(0.0, 1.0, 41)).tolist() if finite.size else []),
+        2.0,
+    ]
+    curve: list[tuple[float, float]] = []
+    for tau in sorted(set(sweep_taus)):
+        taus = (*point.verify_thresholds[:-1], float(tau))
+        r = simulate(inputs, OperatingPoint(point.start_thresholds, taus))
+        curve.append((r.cost_ratio, r.quality_ratio))
+    curve.sort()
+    summary = {
+        "cascade_rows": len(idx),
+        "cascade_quality_ratio": _round(result.quality_ratio),
+        "cascade_cost_ratio": _round(result.cost_ratio),
+        "cascade_served_share": [round(x, 4) for x in result.served_share],
+    }
+    return summary, result, curve
+
+
+def evaluate(
+    model: RouterModel,
+    rows: Sequence[OutcomeRow],
+    small: str,
+    large: str,
+    mid: str | None = None,
+) -> Evaluation:
+    """The eval keys (apgr, cpt50, cpt80, random/oracle APGR, cascade ratios) plus a per-benchmark split."""
+    summary, curve, oracle = _sweep_summary(model, rows, small, large)
+    ladder = [small, mid, large] if mid else [small, large]
+    c_summary, c_result, c_curve = cascade_summary(model, rows, ladder)
+    summary.update(c_summary)
+    summary.setdefault("cascade_quality_ratio", None)
+    summary.setdefault("cascade_cost_ratio", None)
+    per: dict[str, Any] = {}
+    for bench in sorted({r.benchmark for r in rows}):
+        subset = [r for r in rows if r.benchmark == bench]
+        b_summary, _, _ = _sweep_summary(model, subset, small, large)
+        b_summary.update(cascade_summary(model, subset, ladder)[0])
+        per[bench] = b_summary
+    summary["per_benchmark"] = per
+    summary["model_version"] = model.version
+    return Evaluation(summary, curve, oracle, c_curve, c_result)

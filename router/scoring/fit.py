@@ -1,0 +1,111 @@
+"""Train a complete router: out-of-fold metrics, the cascade operating point, the final fit.
+
+Every choice made here (the operating point above all) is made on out-of-fold predictions of the
+training rows, never on rows the caller keeps for evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from router.cascade.features import VERIFIER_FEATURE_NAMES
+from router.evaluation.cascade import choose_operating_point
+from router.evaluation.metrics import apgr, cpt, sweep
+from router.evaluation.outcomes import DEFAULT_LADDER, OutcomeRow, rows_hash
+from router.scoring.model import ARTIFACT_FORMAT_VERSION, RouterModel
+from router.scoring.train import FeatureCache, Progress, _quiet, fit_parts, out_of_fold
+
+
+def _sweep_metrics(rows: Sequence[OutcomeRow], scores: np.ndarray[Any, Any], small: str, large: str) -> dict[str, Any]:
+    idx = [i for i, r in enumerate(rows) if r.has((small, large)) and np.isfinite(scores[i])]
+    if not idx:
+        return {}
+    s = [rows[i].scores[small] for i in idx]
+    lg = [rows[i].scores[large] for i in idx]
+    curve = sweep(s, lg, scores[idx])
+    return {"rows": len(idx), "apgr": round(apgr(curve), 4), "cpt50": round(cpt(curve, 0.5), 4)}
+
+
+def train_router(
+    rows: Sequence[OutcomeRow],
+    ladder: Sequence[str] = DEFAULT_LADDER,
+    *,
+    target_quality_ratio: float = 0.95,
+    max_cost_ratio: float = 0.50,
+    folds: int = 5,
+    progress: Progress = _quiet,
+) -> RouterModel:
+    """Fit scorers and verifiers for `ladder` on `rows`, with out-of-fold metrics in metadata.
+
+    Runs single-threaded: the boosted trees are small, and OpenMP threads on a busy machine cost
+    far more in spinning than they save.
+    """
+    with threadpool_limits(limits=1):
+        return _train(rows, tuple(ladder), target_quality_ratio, max_cost_ratio, folds, progress)
+
+
+def _train(
+    rows: Sequence[OutcomeRow],
+    ladder: tuple[str, ...],
+    target_quality_ratio: float,
+    max_cost_ratio: float,
+    folds: int,
+    progress: Progress,
+) -> RouterModel:
+    progress(f"features for {len(rows)} rows")
+    cache = FeatureCache(rows)
+    oof = out_of_fold(rows, ladder, cache, folds=folds, progress=progress)
+    metrics: dict[str, Any] = {"out_of_fold": {}}
+    for k, rung in enumerate(ladder[:-1]):
+        metrics["out_of_fold"][f"{rung}->{ladder[-1]}"] = _sweep_metrics(
+            rows, oof.prompt_scores[:, k], rung, ladder[-1]
+        )
+    if len(oof.cascade_idx):
+        point, result = choose_operating_point(
+            oof.cascade, target_quality_ratio=target_quality_ratio, max_cost_ratio=max_cost_ratio
+        )
+        metrics["cascade_out_of_fold"] = {
+            "rows": len(oof.cascade_idx),
+            "quality_ratio": round(result.quality_ratio, 4),
+            "cost_ratio": round(result.cost_ratio, 4),
+            "served_share": [round(x, 4) for x in result.served_share],
+            "target_quality_ratio": target_quality_ratio,
+            "max_cost_ratio": max_cost_ratio,
+        }
+    else:
+        raise ValueError("no training row has scores, costs and answers for every rung: cannot place the cascade")
+    progress(f"final fit on {len(rows)} rows")
+    parts = fit_parts(rows, list(range(len(rows))), ladder, cache)
+    digest = rows_hash(rows)
+    benchmarks = sorted({r.benchmark for r in rows})
+    # The version names the data and what was learned from it, so a retrained model never
+    # masquerades as the one before it even on the same data.
+    learned = json.dumps(
+        [list(ladder), VERIFIER_FEATURE_NAMES, metrics, point.start_thresholds, point.verify_thresholds],
+        sort_keys=True,
+        default=str,
+    )
+    fingerprint = hashlib.sha256(learned.encode()).hexdigest()[:6]
+    metadata: dict[str, Any] = {
+        "version": f"scorer-v{ARTIFACT_FORMAT_VERSION}-{digest[:8]}-{fingerprint}",
+        "format_version": ARTIFACT_FORMAT_VERSION,
+        "training_data_sha256": digest,
+        "training_rows": len(rows),
+        "training_benchmarks": benchmarks,
+        "metrics": metrics,
+    }
+    return RouterModel(
+        ladder,
+        parts.scorers,
+        parts.verifiers,
+        point,
+        parts.cost_model,
+        parts.cost_reference_log_usd,
+        metadata,
+    )

@@ -1,0 +1,135 @@
+"""The trained router: per-rung scorer pipelines, per-rung verifier pipelines, operating point.
+
+`RouterModel` is plain data (built by `router.scoring.train`, saved and loaded by
+`router.scoring.artifact`). `LearnedScorer` implements `router.policy.Scorer` over it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from router.evaluation.cascade import OperatingPoint
+from router.policy import RoutingRequest
+from router.scoring.fastpath import RowFn, compile_proba, compile_regressor
+from router.scoring.features import prompt_features
+
+# Bumped when the feature vector or the bundle layout changes; loading refuses other versions.
+ARTIFACT_FORMAT_VERSION = 1
+ARTIFACT_KIND = "tiergate-router"
+
+
+@dataclass(frozen=True)
+class RouterModel:
+    """Everything a trained router needs at run time.
+
+    scorers[k] / verifiers[k]: fitted scikit-learn estimators with `predict_proba` for rung k of
+    `ladder` (every rung but the top). cost_model estimates what the top rung would charge for
+    a prompt, relative to the training median, so escalation can weigh gain per dollar.
+    metadata: version, training-data hash, metrics (JSON-safe).
+    """
+
+    ladder: tuple[str, ...]
+    scorers: tuple[Any, ...]
+    verifiers: tuple[Any, ...]
+    operating_point: OperatingPoint
+    # Regressor: prompt features -> log(cost of the top rung in USD); None means "all equal".
+    cost_model: Any = None
+    cost_reference_log_usd: float = 0.0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.ladder) < 2:
+            raise ValueError("a router needs a ladder of at least two rungs")
+        if len(self.scorers) != len(self.ladder) - 1 or len(self.verifiers) != len(self.ladder) - 1:
+            raise ValueError("one scorer and one verifier per rung but the top")
+
+    @property
+    def version(self) -> str:
+        return str(self.metadata.get("version", "unversioned"))
+
+    def rung_index(self, rung: str) -> int:
+        """Index of a ladder key; raises KeyError naming the known rungs."""
+        try:
+            return self.ladder.index(rung)
+        except ValueError:
+            raise KeyError(f"rung {rung!r} is not in the model's ladder {list(self.ladder)}") from None
+
+
+def positive_proba(estimator: Any, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """P(class 1) for each row, clipped to [0, 1] (the estimator's classes are 0/1)."""
+    proba = np.asarray(estimator.predict_proba(rows), dtype=np.float64)
+    return np.clip(proba[:, -1], 0.0, 1.0)
+
+
+# Bounds on the relative cost estimate so one odd prompt cannot force or forbid escalation alone.
+_MIN_RELATIVE_COST = 0.05
+_MAX_RELATIVE_COST = 20.0
+
+
+def relative_top_cost(
+    cost_model: Any, reference_log_usd: float, prompt_rows: np.ndarray[Any, Any]
+) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Estimated top-rung cost of each prompt over the training median (1.0 = a typical prompt)."""
+    if cost_model is None:
+        return np.ones(len(prompt_rows))
+    log_cost = np.asarray(cost_model.predict(prompt_rows), dtype=np.float64)
+    return np.clip(np.exp(log_cost - reference_log_usd), _MIN_RELATIVE_COST, _MAX_RELATIVE_COST)
+
+
+class RowScorer:
+    """One estimator evaluated one row at a time: the numpy fast path when it compiles, else sklearn."""
+
+    def __init__(self, estimator: Any, regressor: bool = False) -> None:
+        self._estimator = estimator
+        self._regressor = regressor
+        self._fast: RowFn | None = compile_regressor(estimator) if regressor else compile_proba(estimator)
+
+    def __call__(self, row: np.ndarray[Any, np.dtype[np.float64]]) -> float:
+        if self._fast is not None:
+            return self._fast(row)
+        if self._regressor:
+            return float(self._estimator.predict(row[None, :])[0])
+        return float(positive_proba(self._estimator, row[None, :])[0])
+
+
+def relative_top_cost_one(cost: RowScorer | None, reference_log_usd: float, row: np.ndarray[Any, Any]) -> float:
+    """`relative_top_cost` for a single prompt row."""
+    if cost is None:
+        return 1.0
+    return float(np.clip(np.exp(cost(row) - reference_log_usd), _MIN_RELATIVE_COST, _MAX_RELATIVE_COST))
+
+
+class LearnedScorer:
+    """`Scorer` over a trained model: tier i's score = P(its rung is not good enough | prompt).
+
+    `tier_rungs` maps gateway tiers (cheapest first) to ladder keys, as the profile's
+    `router_rung` does; left out, the tiers are the model's ladder itself. A tier standing for the
+    model's top rung scores 0.0 (nothing above it to do better).
+    """
+
+    def __init__(self, model: RouterModel, tier_rungs: Sequence[str] | None = None) -> None:
+        self._model = model
+        rungs = list(tier_rungs) if tier_rungs is not None else list(model.ladder)
+        self._indices = [model.rung_index(r) for r in rungs]
+        self._top = len(model.ladder) - 1
+        self._rows = [RowScorer(s) for s in model.scorers]
+
+    @property
+    def version(self) -> str:
+        return self._model.version
+
+    def scores(self, request: RoutingRequest, n_rungs: int) -> list[float]:
+        if n_rungs <= 0:
+            return []
+        row = np.asarray(prompt_features(request.text), dtype=np.float64)
+        needed = {i for i in self._indices[:n_rungs] if i < self._top}
+        proba = {i: self._rows[i](row) for i in needed}
+        out = [proba.get(i, 0.0) for i in self._indices[:n_rungs]]
+        # More tiers asked for than mapped: repeat the last mapped score rather than fail.
+        while len(out) < n_rungs:
+            out.append(out[-1] if out else 0.0)
+        return out

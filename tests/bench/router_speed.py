@@ -1,0 +1,58 @@
+"""Router speed benchmark: artifact load time and scoring/verifying p50 (prints numbers; not a test).
+
+Run: python -m tests.bench.router_speed [--model PATH]
+Targets: load <= 1 s; scoring p50 <= 1 ms for a ~200-token prompt and <= 5 ms for ~8k tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from router.cascade import Verifier
+from router.policy import RoutingRequest
+from router.scoring import LearnedScorer
+from router.scoring.artifact import load_model
+
+SENTENCE = "The boat travels northeast while the current flows north and the wind pushes its sails. "
+
+
+def _p50_ms(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm caches
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--repeats", type=int, default=300)
+    args = parser.parse_args()
+    start = time.perf_counter()
+    model = load_model(args.model)
+    load_s = time.perf_counter() - start
+    scorer = LearnedScorer(model)
+    verifier = Verifier(model)
+    # ~4 characters per token: 200 tokens ~ 800 chars; 8k tokens ~ 32k chars.
+    short = (SENTENCE * 10)[:800] + "\nA) west\nB) east\nC) north\nD) south\nAnswer:"
+    # One paragraph, no few-shot breaks: the worst case, the whole question block is 32k characters.
+    long = (SENTENCE * 400)[:32_000] + "\nWhich direction?\nA) west\nB) east\nAnswer:"
+    print(f"model {model.version}: load {load_s:.3f} s")
+    for name, text in (("200-token", short), ("8k-token", long)):
+        request = RoutingRequest(text=text)
+        p50 = _p50_ms(lambda r=request: scorer.scores(r, 2), args.repeats)
+        print(f"score  {name:>9} prompt: p50 {p50:.3f} ms")
+    for name, text in (("200-token", short), ("8k-token", long)):
+        p50 = _p50_ms(lambda t=text: verifier.verify(t, "B\n", rung=1, previous_answers=["B"]), args.repeats)
+        print(f"verify {name:>9} prompt: p50 {p50:.3f} ms")
+
+
+if __name__ == "__main__":
+    main()
