@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option(help="Where the lock/pid file lives (default: <cache dir>/run).")
         ] = None,
         ray_cpus: Annotated[int, typer.Option(min=1, help="Logical CPUs for the local Ray.")] = DEFAULT_RAY_CPUS,
-        no_gateway: Annotated[bool, typer.Option(help="Start Ray Serve only (no gateway).")] = False,
+        no_gateway: Annotated[bool, typer.Option("--no-gateway", help="Start Ray Serve only (no gateway).")] = False,
         ready_timeout_s: Annotated[
             float, typer.Option("--ready-timeout", help="Seconds to wait for the engines.")
         ] = 600.0,
