@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -61,6 +62,11 @@ def create_app(profile: Profile, *, scorer: Scorer | None = None, probe_interval
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await state.start(probe_interval_s)
+        # Everything built so far (routes, pydantic models, the scorer) lives as long as the process:
+        # move it out of the collector's sight. Full collections then scan only per-request garbage,
+        # which took p99 at 32 concurrent requests from ~52 ms to ~21 ms on this machine.
+        gc.collect()
+        gc.freeze()
         if not profile.gateway.api_keys:
             log.warning("no API keys configured: every route is open (fine on loopback, not beyond)")
         try:
@@ -116,7 +122,8 @@ def create_app(profile: Profile, *, scorer: Scorer | None = None, probe_interval
     gw = profile.gateway
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=gw.max_body_bytes)
     app.add_middleware(AuthMiddleware, api_keys=[k.get_secret_value() for k in gw.api_keys])
-    app.add_middleware(RequestContextMiddleware, metrics=state.metrics, access_log=gw.access_log)
+    sink = logs.access_sink() if gw.access_log else None
+    app.add_middleware(RequestContextMiddleware, metrics=state.metrics, access_sink=sink)
     return app
 
 

@@ -19,17 +19,22 @@ class DisconnectWatch:
     A cancellation caused by the disconnect is absorbed on exit; any other cancellation propagates.
     """
 
-    __slots__ = ("_receive", "_task", "_watcher", "gone")
+    __slots__ = ("_done", "_receive", "_task", "_watcher", "gone")
 
     def __init__(self, receive: Receive) -> None:
         self._receive = receive
         self._task: asyncio.Task[object] | None = None
         self._watcher: asyncio.Future[None] | None = None
         self.gone = False
+        self._done = False
 
     async def _watch(self) -> None:
         while True:
             message = await self._receive()
+            if self._done:
+                # The server also wakes `receive` once the response is complete; by then the work
+                # is over and this is not a departed caller.
+                return
             if message["type"] == "http.disconnect":
                 self.gone = True
                 if self._task is not None:
@@ -44,8 +49,12 @@ class DisconnectWatch:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
-        if self._watcher is not None:
+        self._done = True
+        if self._watcher is not None and exc_type is not None:
             self._watcher.cancel()
+        # On success the watcher is left to finish by itself when the server completes the
+        # response: cancelling it costs an exception unwind and a garbage cycle per request,
+        # measured at ~60-170 us of CPU here, more than the rest of the gateway's overhead.
         if exc_type is asyncio.CancelledError and self.gone and self._task is not None:
             self._task.uncancel()
             return True

@@ -12,6 +12,7 @@ import atexit
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from typing import TextIO
 
 ACCESS_LOGGER = "tiergate.access"
@@ -34,6 +35,10 @@ class BatchedStreamHandler(logging.Handler):
         except Exception:
             self.handleError(record)
             return
+        self.write_line(line)
+
+    def write_line(self, line: str) -> None:
+        """Queue one finished line; the hot path calls this directly, skipping LogRecord."""
         with self.lock or threading.Lock():
             self._lines.append(line)
             full = len(self._lines) >= self.max_lines
@@ -62,7 +67,22 @@ class BatchedStreamHandler(logging.Handler):
         super().close()
 
 
+_batched: BatchedStreamHandler | None = None
+
+
+def access_sink() -> Callable[[str], None] | None:
+    """Where the gateway writes access lines: the batched handler when `configure` installed it,
+    else the `tiergate.access` logger (so embedding apps keep their own logging), else nowhere."""
+    access = logging.getLogger(ACCESS_LOGGER)
+    if access.disabled or not access.isEnabledFor(logging.INFO):
+        return None
+    if _batched is not None and access.handlers == [_batched]:
+        return _batched.write_line
+    return access.info
+
+
 def configure(level: str, *, access_log: bool = True, stream: TextIO | None = None) -> None:
+    global _batched
     out = stream or sys.stderr
     root = logging.getLogger()
     root.setLevel(level.upper())
@@ -78,3 +98,4 @@ def configure(level: str, *, access_log: bool = True, stream: TextIO | None = No
     # The message is already a JSON object with its own fields; a prefix would make it unparsable.
     batched.setFormatter(logging.Formatter("%(message)s"))
     access.handlers[:] = [batched]
+    _batched = batched

@@ -117,8 +117,15 @@ class GatewayMetrics:
             for name in tier_names
         }
         self._request_children: dict[tuple[str, int], Counter] = {}
+        self._routing_children: dict[tuple[str, str], Counter] = {}
         for name in tier_names:
             self.tier_ready.labels(name).set(0)
+
+    def routed(self, tier: str, reason: str) -> None:
+        counter = self._routing_children.get((tier, reason))
+        if counter is None:
+            counter = self._routing_children[(tier, reason)] = self.routing.labels(tier, reason)
+        counter.inc()
 
     def watch_admission(self, tier: str, gate: AdmissionView) -> None:
         """Gauges read the gate's live numbers at scrape time, so the hot path updates nothing."""

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -29,8 +29,6 @@ from gateway.metrics import GatewayMetrics
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 CHAT_PATH = "/v1/chat/completions"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
-access_logger = logging.getLogger("tiergate.access")
 
 
 @dataclass(slots=True)
@@ -77,10 +75,10 @@ async def _send_error(send: Send, err: TiergateError) -> None:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, metrics: GatewayMetrics, access_log: bool) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: GatewayMetrics, access_sink: Callable[[str], None] | None) -> None:
         self.app = app
         self.metrics = metrics
-        self.access_log = access_log
+        self.access_sink = access_sink
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -123,13 +121,15 @@ class RequestContextMiddleware:
                     prompt_tokens=ctx.prompt_tokens,
                     completion_tokens=ctx.completion_tokens,
                 )
-            if self.access_log and access_logger.isEnabledFor(logging.INFO):
-                self._log(scope, ctx, status, total_s)
+            if self.access_sink is not None:
+                self.access_sink(_access_line(scope, ctx, status, total_s))
 
-    @staticmethod
-    def _log(scope: Scope, ctx: RequestContext, status: int, total_s: float) -> None:
-        # Never the prompt, never the key: the key id is a short hash fixed at start-up.
-        line = {
+
+def _access_line(scope: Scope, ctx: RequestContext, status: int, total_s: float) -> str:
+    # Never the prompt, never the key: the key id is a short hash fixed at start-up.
+    return orjson.dumps(
+        {
+            "ts": round(time.time(), 3),
             "request_id": ctx.request_id,
             "key_id": ctx.key_id,
             "method": scope["method"],
@@ -146,7 +146,7 @@ class RequestContextMiddleware:
             "overhead_ms": round(max(total_s - ctx.upstream_s, 0.0) * 1000.0, 3),
             "error_code": ctx.error_code,
         }
-        access_logger.info(orjson.dumps(line).decode())
+    ).decode()
 
 
 def key_id(key: str) -> str:

@@ -138,7 +138,7 @@ class ChatService:
                 self.scorer,
                 unavailable=self.tiers.unavailable(),
             )
-            self.metrics.routing.labels(decision.tier, decision.reason).inc()
+            self.metrics.routed(decision.tier, decision.reason)
             ctx.route_reason = decision.reason
             name = decision.tier
             ladder = decision.ladder

@@ -103,7 +103,7 @@ def main() -> None:
                             flush=True,
                         )
                         results.setdefault((mode, name, conns), []).append(run_wrk(url, script, conns, args.duration_s))
-        log_lines = sum(1 for line in gw.output().splitlines() if line.startswith('{"request_id"'))
+        log_lines = sum(1 for line in gw.output().splitlines() if line.startswith('{"ts"'))
 
     rows = []
     for (mode, name, conns), runs in results.items():
