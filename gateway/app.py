@@ -19,7 +19,7 @@ from gateway import __version__, logs
 from gateway.errors import MethodNotAllowed, NotFound, TiergateError, render
 from gateway.middleware import AuthMiddleware, BodyLimitMiddleware, RequestContextMiddleware
 from gateway.protocol import ChatCompletionRequest
-from gateway.routes import chat_route, router
+from gateway.routes import ChatFastPath, chat_route, router
 from gateway.state import AppState
 from router.policy import Scorer
 
@@ -120,6 +120,7 @@ def create_app(profile: Profile, *, scorer: Scorer | None = None, probe_interval
 
     # add_middleware puts each new layer outside the previous: this reads innermost first.
     gw = profile.gateway
+    app.add_middleware(ChatFastPath)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=gw.max_body_bytes)
     app.add_middleware(AuthMiddleware, api_keys=[k.get_secret_value() for k in gw.api_keys])
     sink = logs.access_sink() if gw.access_log else None

@@ -9,8 +9,9 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.errors import TiergateError, render
 from gateway.metrics import CONTENT_TYPE
 from gateway.state import AppState
 
@@ -40,7 +41,30 @@ class ChatCompletionsEndpoint:
         await response(scope, receive, send)
 
 
-chat_route = Route("/v1/chat/completions", ChatCompletionsEndpoint(), methods=["POST"])
+chat_endpoint = ChatCompletionsEndpoint()
+chat_route = Route("/v1/chat/completions", chat_endpoint, methods=["POST"])
+
+
+class ChatFastPath:
+    """Innermost of the gateway's middleware: sends POST /v1/chat/completions straight to its endpoint.
+
+    Every other request goes through FastAPI's router as usual. The chat request skips the
+    exception middleware, the exit-stack middleware and route matching, which it does not use;
+    its own errors are rendered here by the one renderer, and anything unexpected still reaches
+    the app's outermost error handler (OpenAI-shaped 500).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != chat_route.path or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        try:
+            await chat_endpoint(scope, receive, send)
+        except TiergateError as err:
+            await render(err)(scope, receive, send)
 
 
 @router.get("/v1/models")

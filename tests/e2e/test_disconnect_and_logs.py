@@ -74,6 +74,8 @@ def test_access_log_has_one_line_per_request_and_never_the_prompt(slow_stack) ->
     )
     assert resp.status_code == 200
     request_id = resp.headers["x-tiergate-request-id"]
+    # Access lines are written in batches every 250 ms; wait for ours rather than for shutdown.
+    assert _wait_for(lambda: request_id in proc.output(), timeout_s=10.0)
     proc.stop()
     out = proc.output()
     assert secret_prompt not in out and "sk-should-not-appear-42" not in out
