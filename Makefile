@@ -8,7 +8,7 @@ PROFILE ?= local-cpu
 # Where prepared models live (the stand-in model's Hugging Face folder).
 export TIERGATE_CACHE_DIR ?= $(CURDIR)/.cache/tiergate
 
-.PHONY: setup up test test-fast lint typecheck bench clean help
+.PHONY: setup up test test-fast lint bench bench-serving clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -43,9 +43,13 @@ test: setup lint ## lint, type-check and run every test (integration included)
 test-fast: setup ## every test but the real-stack integration module
 	$(BIN)/python -m pytest -m 'not integration'
 
-bench: setup ## benchmarks: gateway overhead vs the upstream directly (needs wrk)
+bench: setup ## benchmarks: gateway overhead vs the upstream directly (wrk), router scoring speed
 	@command -v wrk >/dev/null || (echo "==> installing wrk (Debian package)"; apt-get install -y -qq wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk))
 	$(BIN)/python -m tests.bench.overhead
+	$(BIN)/python -m tests.bench.router_speed
+
+bench-serving: setup ## the real local stack: cold start, first request, tokens/s via gateway vs Ray Serve
+	$(BIN)/python -m tests.bench.serving
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
