@@ -260,6 +260,7 @@ def load_profile(name_or_path: str, *, apply_env: bool = True) -> Profile:
 def with_env_overrides(profile: Profile, environ: Mapping[str, str] | None = None) -> Profile:
     """TIERGATE_API_KEYS (comma-separated) and TIERGATE_ADMIN_KEY replace the profile's keys when set."""
     env = os.environ if environ is None else environ
+    profile = _with_serve_url(profile, env.get("TIERGATE_SERVE_URL"))
     raw, admin = env.get("TIERGATE_API_KEYS"), env.get("TIERGATE_ADMIN_KEY")
     if raw is None and admin is None:
         return profile
@@ -273,6 +274,26 @@ def with_env_overrides(profile: Profile, environ: Mapping[str, str] | None = Non
     except ValidationError as err:
         raise ProfileError(f"TIERGATE_API_KEYS / TIERGATE_ADMIN_KEY not valid:\n{_format_validation(err)}") from None
     return profile.model_copy(update={"gateway": gateway})
+
+
+def _with_serve_url(profile: Profile, serve_url: str | None) -> Profile:
+    """TIERGATE_SERVE_URL moves tiers served by the profile's own Ray Serve to another address.
+
+    The same profile then runs on one machine (Serve on 127.0.0.1:<ray_serve_http_port>) and in a
+    cluster, where the gateway reaches Serve through a Kubernetes Service.
+    """
+    if not serve_url:
+        return profile
+    if not serve_url.startswith(("http://", "https://")):
+        raise ProfileError("TIERGATE_SERVE_URL must be an http(s) URL, e.g. http://tiergate-serve-svc:8100")
+    local = f"http://127.0.0.1:{profile.ray_serve_http_port}"
+    tiers = [
+        t.model_copy(update={"endpoint": serve_url.rstrip("/") + t.endpoint[len(local) :]})
+        if t.endpoint.startswith(local)
+        else t
+        for t in profile.tiers
+    ]
+    return profile.model_copy(update={"tiers": tiers})
 
 
 def profile_from_upstreams(upstreams: list[tuple[str, str]], *, host: str, port: int) -> Profile:

@@ -109,3 +109,19 @@ def test_admin_key_comes_from_env_and_must_be_strong_and_distinct() -> None:
     for bad in ("short-admin", "profile-key-123"):
         with pytest.raises(ProfileError):
             with_env_overrides(profile, {"TIERGATE_ADMIN_KEY": bad})
+
+
+def test_serve_url_moves_only_tiers_served_by_the_profiles_own_ray_serve() -> None:
+    profile = parse_profile(
+        {
+            "ray_serve_http_port": 8100,
+            "tiers": [
+                {**TIER, "name": "a", "endpoint": "http://127.0.0.1:8100/v1"},
+                {**TIER, "name": "b", "endpoint": "https://api.example.test/v1"},
+            ],
+        }
+    )
+    moved = with_env_overrides(profile, {"TIERGATE_SERVE_URL": "http://tiergate-serve-svc:8100/"})
+    assert [t.endpoint for t in moved.tiers] == ["http://tiergate-serve-svc:8100/v1", "https://api.example.test/v1"]
+    with pytest.raises(ProfileError):
+        with_env_overrides(profile, {"TIERGATE_SERVE_URL": "tiergate-serve-svc:8100"})
