@@ -215,7 +215,19 @@ class ChatService:
         ctx.upstream_s += time.perf_counter() - t
         opts = parsed.checked.stream_options
         wants_usage = bool(opts and opts.include_usage)
-        return SSEResponse(_relay(ctx, stream, tier.name, wants_usage, release), ctx)
+        done = False
+
+        def finish() -> None:
+            # Called by the relay when it ends and by the response when it is torn down; a relay
+            # that never started (the caller left before the headers) must still give back its
+            # connection and its KV budget.
+            nonlocal done
+            if not done:
+                done = True
+                stream.close()
+                release()
+
+        return SSEResponse(_relay(ctx, stream, tier.name, wants_usage, finish), ctx, on_close=finish)
 
 
 def _is_latency_class(value: str) -> TypeGuard[LatencyClass]:
@@ -230,7 +242,7 @@ def _count_usage(ctx: RequestContext, usage: Any) -> None:
 
 
 async def _relay(
-    ctx: RequestContext, stream: UpstreamStream, tier_name: str, wants_usage: bool, release: Callable[[], None]
+    ctx: RequestContext, stream: UpstreamStream, tier_name: str, wants_usage: bool, finish: Callable[[], None]
 ) -> AsyncIterator[bytes]:
     """Relay the tier's SSE events, renaming the model and keeping usage for metrics."""
     batches = stream.batches().__aiter__()
@@ -252,8 +264,7 @@ async def _relay(
         ctx.error_code = err.code or err.error_type
         yield b"data: " + error_body(err) + b"\n\n"
     finally:
-        stream.close()
-        release()
+        finish()
 
 
 def _relay_event(ctx: RequestContext, payload: bytes, tier_name: str, wants_usage: bool) -> bytes:

@@ -7,7 +7,7 @@ disconnect message and cancels the relay at once, which closes the upstream conn
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -24,10 +24,13 @@ _SSE_HEADERS = [
 
 
 class SSEResponse(Response):
-    def __init__(self, chunks: AsyncIterator[bytes], ctx: RequestContext) -> None:
+    def __init__(
+        self, chunks: AsyncIterator[bytes], ctx: RequestContext, on_close: Callable[[], None] | None = None
+    ) -> None:
         # Response.__init__ is skipped on purpose: headers are sent raw below.
         self.chunks = chunks
         self.ctx = ctx
+        self.on_close = on_close
         self.status_code = 200
         self.background = None
 
@@ -46,3 +49,5 @@ class SSEResponse(Response):
             aclose = getattr(self.chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
+            if self.on_close is not None:
+                self.on_close()
