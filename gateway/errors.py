@@ -44,10 +44,8 @@ class TiergateError(Exception):
         self.code = code if code is not None else self.default_code
         self.headers = dict(headers or {})
 
-    @property
-    def counts_as_tier_failure(self) -> bool:
-        """Only faults of the tier itself (5xx, timeouts) count against it; bad requests never do."""
-        return False
+    # Only faults of the tier itself (5xx, timeouts) count against it; bad requests never do.
+    counts_as_tier_failure = False
 
 
 class InvalidRequest(TiergateError):
@@ -81,13 +79,17 @@ class PayloadTooLarge(TiergateError):
     default_code = "request_too_large"
 
 
-class RateLimited(TiergateError):
-    status_code = 429
-    error_type = "rate_limit_error"
-    default_code = "rate_limit_exceeded"
+class _RetryLater(TiergateError):
+    """A refusal the caller should retry: carries Retry-After in whole seconds (at least 1)."""
 
     def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
         super().__init__(message, headers={"retry-after": str(max(retry_after_s, 1))})
+
+
+class RateLimited(_RetryLater):
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "rate_limit_exceeded"
 
 
 class UpstreamRejected(TiergateError):
@@ -105,18 +107,13 @@ class UpstreamFailed(TiergateError):
     error_type = "upstream_error"
     default_code = "upstream_failed"
 
-    @property
-    def counts_as_tier_failure(self) -> bool:
-        return True
+    counts_as_tier_failure = True
 
 
-class Overloaded(TiergateError):
+class Overloaded(_RetryLater):
     status_code = 503
     error_type = "overloaded_error"
     default_code = "overloaded"
-
-    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
-        super().__init__(message, headers={"retry-after": str(max(retry_after_s, 1))})
 
 
 class UpstreamTimeout(TiergateError):
@@ -124,9 +121,7 @@ class UpstreamTimeout(TiergateError):
     error_type = "timeout_error"
     default_code = "upstream_timeout"
 
-    @property
-    def counts_as_tier_failure(self) -> bool:
-        return True
+    counts_as_tier_failure = True
 
 
 def error_body(err: TiergateError) -> bytes:

@@ -187,8 +187,9 @@ class ChatService:
     async def _complete(self, request: Request, ctx: RequestContext, tier: Tier, body: bytes) -> Response:
         t = time.perf_counter()
         reply = await _unless_disconnected(request, self.client.complete(tier.chat_url, body, timeout_s=self.timeout_s))
-        ctx.upstream_s += time.perf_counter() - t
-        ctx.ttft_s = time.perf_counter() - ctx.t0
+        now = time.perf_counter()
+        ctx.upstream_s += now - t
+        ctx.ttft_s = now - ctx.t0
         try:
             data = orjson.loads(reply.body)
         except orjson.JSONDecodeError:

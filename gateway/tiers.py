@@ -60,18 +60,31 @@ class TierRegistry:
         return any(t.ready for t in self.tiers)
 
     async def probe_once(self, client: UpstreamClient, timeout_s: float = 2.0) -> None:
-        await asyncio.gather(*(self._probe(client, t, timeout_s) for t in self.tiers))
+        # Tiers often share an endpoint (the local profile serves three tiers from one engine):
+        # ask each endpoint once, then judge every tier against its answer.
+        urls = sorted({t.models_url for t in self.tiers})
+        answers = await asyncio.gather(*(self._list_models(client, url, timeout_s) for url in urls))
+        by_url = dict(zip(urls, answers, strict=True))
+        for tier in self.tiers:
+            self._judge(tier, *by_url[tier.models_url])
 
-    async def _probe(self, client: UpstreamClient, tier: Tier, timeout_s: float) -> None:
+    @staticmethod
+    async def _list_models(
+        client: UpstreamClient, url: str, timeout_s: float
+    ) -> tuple[set[str | None] | None, str | None]:
+        """The model ids an endpoint lists, or None and why it could not be asked."""
         try:
-            listing = await client.get_json(tier.models_url, timeout_s=timeout_s)
-            served = {m.get("id") for m in listing.get("data", []) if isinstance(m, dict)}
-            ok = not served or tier.upstream_model in served
-            error = None if ok else f"endpoint does not list model {tier.upstream_model!r} yet"
+            listing = await client.get_json(url, timeout_s=timeout_s)
+            return {m.get("id") for m in listing.get("data", []) if isinstance(m, dict)}, None
         except TiergateError as err:
-            ok, error = False, err.message
+            return None, err.message
         except (AttributeError, TypeError):
-            ok, error = False, "endpoint's model list is not OpenAI-shaped"
+            return None, "endpoint's model list is not OpenAI-shaped"
+
+    def _judge(self, tier: Tier, served: set[str | None] | None, error: str | None) -> None:
+        ok = served is not None and (not served or tier.upstream_model in served)
+        if served is not None and not ok:
+            error = f"endpoint does not list model {tier.upstream_model!r} yet"
         if ok != tier.ready:
             log.info("tier %s is %s%s", tier.name, "ready" if ok else "not ready", f": {error}" if error else "")
         tier.ready, tier.last_error = ok, error

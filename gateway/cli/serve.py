@@ -7,7 +7,6 @@ import os
 import typer
 
 from deployments.profile import ProfileError, load_profile, profile_from_upstreams
-from gateway import logs
 
 
 def _parse_upstream(item: str) -> tuple[str, str]:
@@ -63,9 +62,9 @@ def register(app: typer.Typer) -> None:
         gw = resolved.gateway
         bind_host, bind_port = host or gw.host, port or gw.port
         level = log_level or gw.log_level
-        # Each worker process configures its own logging from this (see gateway.app.app_from_env).
+        # Each worker process (this one too, with one worker) configures its logging from this
+        # in gateway.app.app_from_env, after uvicorn has set up its own loggers.
         os.environ["TIERGATE_LOG_LEVEL"] = level
-        logs.configure(level, access_log=gw.access_log)
         tiers = ", ".join(f"{t.name} -> {t.endpoint}" for t in resolved.tiers)
         typer.echo(f"tiergate gateway on http://{bind_host}:{bind_port}/v1 ({workers} worker(s)); tiers: {tiers}")
         uvicorn.run(

@@ -32,47 +32,48 @@ class Stack:
             client.close()
 
 
+def _stack(
+    tmp: pytest.TempPathFactory,
+    fake_args: dict[str, tuple[str, ...]],
+    gateway_settings: dict[str, object] | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[Stack]:
+    """Fakes started per tier (same arguments, same fake), a gateway over them, clients closed after."""
+    with ExitStack() as stack:
+        started: dict[tuple[str, ...], str] = {}
+        for args in fake_args.values():
+            if args not in started:
+                started[args] = stack.enter_context(fake_upstream(*args))
+        fakes = {tier: started[args] for tier, args in fake_args.items()}
+        path = Path(tmp.mktemp("stack")) / "profile.yaml"
+        write_profile(path, "test-fake", endpoints=fakes, gateway=gateway_settings or {})
+        served = Stack(stack.enter_context(gateway(path, env=env)), fakes)
+        try:
+            yield served
+        finally:
+            served.close()
+
+
 @pytest.fixture(scope="session")
 def healthy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Three working fake tiers; small tokens arrive with a little delay so streams are real streams."""
-    with ExitStack() as stack:
-        fakes = {
-            "small": stack.enter_context(fake_upstream("--token-delay-ms", "1")),
-            "medium": stack.enter_context(fake_upstream()),
-            "large": stack.enter_context(fake_upstream("--reply-tokens", "24")),
-        }
-        path = Path(tmp_path_factory.mktemp("healthy")) / "profile.yaml"
-        write_profile(path, "test-fake", endpoints=fakes, gateway={"max_body_bytes": 65536})
-        yield from _serve(Stack(stack.enter_context(gateway(path)), fakes))
+    fakes = {"small": ("--token-delay-ms", "1"), "medium": (), "large": ("--reply-tokens", "24")}
+    yield from _stack(tmp_path_factory, fakes, {"max_body_bytes": 65536})
 
 
 @pytest.fixture(scope="session")
 def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """small always fails (500), medium answers too late, large enforces a small context window."""
-    with ExitStack() as stack:
-        fakes = {
-            "small": stack.enter_context(fake_upstream("--failure-rate", "1")),
-            "medium": stack.enter_context(fake_upstream("--ttft-ms", "5000")),
-            "large": stack.enter_context(fake_upstream("--max-context-tokens", "64")),
-        }
-        path = Path(tmp_path_factory.mktemp("faulty")) / "profile.yaml"
-        write_profile(path, "test-fake", endpoints=fakes, gateway={"request_timeout_s": 1.0})
-        yield from _serve(Stack(stack.enter_context(gateway(path)), fakes))
+    fakes = {
+        "small": ("--failure-rate", "1"),
+        "medium": ("--ttft-ms", "5000"),
+        "large": ("--max-context-tokens", "64"),
+    }
+    yield from _stack(tmp_path_factory, fakes, {"request_timeout_s": 1.0})
 
 
 @pytest.fixture(scope="session")
 def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A gateway whose API key comes from the environment."""
-    with ExitStack() as stack:
-        url = stack.enter_context(fake_upstream())
-        fakes = {"small": url, "medium": url, "large": url}
-        path = Path(tmp_path_factory.mktemp("keyed")) / "profile.yaml"
-        write_profile(path, "test-fake", endpoints=fakes)
-        yield from _serve(Stack(stack.enter_context(gateway(path, env={"TIERGATE_API_KEYS": API_KEY})), fakes))
-
-
-def _serve(stack: Stack) -> Iterator[Stack]:
-    try:
-        yield stack
-    finally:
-        stack.close()
+    """A gateway whose API key comes from the environment (one fake serves all three tiers)."""
+    fakes: dict[str, tuple[str, ...]] = {"small": (), "medium": (), "large": ()}
+    yield from _stack(tmp_path_factory, fakes, env={"TIERGATE_API_KEYS": API_KEY})
