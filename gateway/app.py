@@ -21,7 +21,7 @@ from gateway.middleware import AuthMiddleware, BodyLimitMiddleware, RequestConte
 from gateway.protocol import ChatCompletionRequest
 from gateway.routes import ChatFastPath, chat_route, router
 from gateway.state import AppState
-from router.policy import Scorer
+from router.runtime.policy import Scorer
 
 log = logging.getLogger("tiergate")
 

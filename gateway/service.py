@@ -30,7 +30,7 @@ from gateway.protocol import ParsedRequest, parse_chat_request
 from gateway.streaming import SSEResponse
 from gateway.tiers import Tier, TierRegistry
 from gateway.upstream import UpstreamClient, UpstreamStream
-from router.policy import PolicyConfig, RoutingRequest, Scorer, decide
+from router.runtime.policy import PolicyConfig, RoutingRequest, Scorer, decide
 
 T = TypeVar("T")
 LATENCY_HEADER = "x-tiergate-latency-class"

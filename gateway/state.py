@@ -11,7 +11,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.service import ChatService
 from gateway.tiers import TierRegistry
 from gateway.upstream import UpstreamClient
-from router.policy import HeuristicScorer, Scorer
+from router.runtime.policy import HeuristicScorer, Scorer
 
 
 def admission_gates(profile: Profile) -> dict[str, TierAdmission]:
@@ -51,8 +51,8 @@ def scorer_for(profile: Profile) -> Scorer:
     if profile.routing.policy != "learned":
         return HeuristicScorer()
     # Imported only when used: scikit-learn adds a second to start-up that rule profiles never pay.
-    from router.scoring.artifact import ArtifactError, load_model, resolve_artifact
-    from router.scoring.model import LearnedScorer
+    from router.runtime.artifact import ArtifactError, load_model, resolve_artifact
+    from router.runtime.model import LearnedScorer
 
     missing = [t.name for t in profile.tiers if not t.router_rung]
     if missing:

@@ -16,20 +16,20 @@ import typer
 import yaml
 
 from deployments.profile import ProfileError, parse_profile
-from router.data import load_outcomes
-from router.evaluation.calibrate import threshold_for_large_share, threshold_for_quality
-from router.evaluation.outcomes import DEFAULT_LADDER, OutcomeRow, canonical_model
-from router.evaluation.report import Evaluation, evaluate
-from router.scoring.artifact import (
+from router.offline.calibrate import threshold_for_large_share, threshold_for_quality
+from router.offline.fit import FeatureCache
+from router.offline.outcomes import DEFAULT_LADDER, OutcomeRow, canonical_model
+from router.offline.report import Evaluation, evaluate
+from router.offline.tables import load_outcomes
+from router.offline.train import train_router
+from router.runtime.artifact import (
     DEFAULT_ARTIFACT,
     DEFAULT_ARTIFACT_NAME,
     ArtifactError,
     load_model,
     save_model,
 )
-from router.scoring.fit import train_router
-from router.scoring.model import LearnedScorer, RouterModel, positive_proba
-from router.scoring.train import FeatureCache
+from router.runtime.model import LearnedScorer, RouterModel, positive_proba
 
 EVAL_KEYS = (
     "apgr",

@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from router.cascade import Verifier
-from router.policy import RoutingRequest
-from router.scoring import LearnedScorer
-from router.scoring.artifact import load_model
+from router.runtime.artifact import load_model
+from router.runtime.model import LearnedScorer
+from router.runtime.policy import RoutingRequest
+from router.runtime.verifier import Verifier
 
 SENTENCE = "The boat travels northeast while the current flows north and the wind pushes its sails. "
 

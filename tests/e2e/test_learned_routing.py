@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from router.scoring.artifact import DEFAULT_ARTIFACT, metadata_path
+from router.runtime.artifact import DEFAULT_ARTIFACT, metadata_path
 from tests.procs import fake_upstream, gateway, write_profile
 
 

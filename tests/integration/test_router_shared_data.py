@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from router.data import load_outcomes
-from router.evaluation.outcomes import rows_hash
-from router.evaluation.report import evaluate
-from router.scoring.artifact import load_model
+from router.offline.outcomes import rows_hash
+from router.offline.report import evaluate
+from router.offline.tables import load_outcomes
+from router.runtime.artifact import load_model
 from tests.unit.router_support import LARGE, MID, SHARED_OUTCOMES, SMALL
 
 pytestmark = [

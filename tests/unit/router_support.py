@@ -5,10 +5,10 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from router.data import load_outcomes
-from router.evaluation.outcomes import OutcomeRow
-from router.scoring.fit import train_router
-from router.scoring.model import RouterModel
+from router.offline.outcomes import OutcomeRow
+from router.offline.tables import load_outcomes
+from router.offline.train import train_router
+from router.runtime.model import RouterModel
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "outcomes-small.jsonl"

@@ -3,8 +3,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.features import extract, heuristic_complexity
-from router.policy import Decision, HeuristicScorer, PolicyConfig, RoutingRequest, decide
+from router.runtime.policy import Decision, HeuristicScorer, PolicyConfig, RoutingRequest, decide
+from router.runtime.prompt_features import extract, heuristic_complexity
 
 NAMES = ("small", "medium", "large")
 CONFIG = PolicyConfig(NAMES, (0.3, 0.7), {"realtime": 0, "interactive": None, "batch": None})

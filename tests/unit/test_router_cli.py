@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from deployments.profile import load_profile
 from gateway.cli import app
 from gateway.cli.router_cmd import EVAL_KEYS
-from router.scoring.artifact import save_model
+from router.runtime.artifact import save_model
 from tests.unit.router_support import FIXTURE, LARGE, MID, SMALL, fixture_model
 
 runner = CliRunner()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from router.scoring.fastpath import compile_proba, compile_regressor
-from router.scoring.model import positive_proba
-from router.scoring.train import FeatureCache, verifier_rows
+from router.offline.fit import FeatureCache, verifier_rows
+from router.runtime.fastpath import compile_proba, compile_regressor
+from router.runtime.model import positive_proba
 from tests.unit.router_support import fixture_model, fixture_rows
 
 

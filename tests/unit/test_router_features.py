@@ -7,7 +7,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.cascade.features import (
+from router.runtime.answer_features import (
     ANSWER_FEATURE_NAMES,
     VERIFIER_FEATURE_NAMES,
     answer_features,
@@ -15,7 +15,7 @@ from router.cascade.features import (
     final_answer,
     verifier_features,
 )
-from router.scoring.features import FEATURE_NAMES, last_block, prompt_features
+from router.runtime.prompt_features import FEATURE_NAMES, last_block, prompt_features
 
 ODD_TEXTS = [
     "",

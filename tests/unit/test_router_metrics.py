@@ -7,9 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.evaluation.calibrate import routed_tier, threshold_for_large_share, threshold_for_quality
-from router.evaluation.cascade import CascadeInputs, OperatingPoint, choose_operating_point, simulate
-from router.evaluation.metrics import apgr, cpt, oracle_score, random_apgr, sweep
+from router.offline.calibrate import routed_tier, threshold_for_large_share, threshold_for_quality
+from router.offline.cascade import CascadeInputs, choose_operating_point, simulate
+from router.offline.metrics import apgr, cpt, oracle_score, random_apgr, sweep
+from router.runtime.operating_point import OperatingPoint
 
 SMALL = [0.0, 1.0, 0.0, 1.0, 0.0, 0.0]
 LARGE = [1.0, 1.0, 1.0, 1.0, 0.0, 1.0]

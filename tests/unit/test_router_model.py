@@ -12,11 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.tree import DecisionTreeClassifier
 
-from router.cascade import Verifier
-from router.evaluation.outcomes import rows_hash
-from router.policy import PolicyConfig, RoutingRequest, Scorer, decide
-from router.scoring import LearnedScorer
-from router.scoring.artifact import (
+from router.offline.outcomes import rows_hash
+from router.runtime.artifact import (
     DEFAULT_ARTIFACT,
     ArtifactError,
     load_model,
@@ -24,7 +21,9 @@ from router.scoring.artifact import (
     resolve_artifact,
     save_model,
 )
-from router.scoring.model import ARTIFACT_FORMAT_VERSION, ARTIFACT_KIND
+from router.runtime.model import ARTIFACT_FORMAT_VERSION, ARTIFACT_KIND, LearnedScorer
+from router.runtime.policy import PolicyConfig, RoutingRequest, Scorer, decide
+from router.runtime.verifier import Verifier
 from tests.unit.router_support import LARGE, MID, SMALL, fixture_model, fixture_rows
 
 ODD = ["", "日本語で答えてください。", "def f():\n    return 1;\n" * 400, "x" * 40_000, "\ufffd\x00"]

@@ -4,7 +4,7 @@ from fastapi.testclient import TestClient
 
 from deployments.profile import load_profile
 from gateway.app import create_app
-from router.policy import RoutingRequest
+from router.runtime.policy import RoutingRequest
 
 
 class BrokenScorer:

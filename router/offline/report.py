@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from router.evaluation.cascade import CascadeResult, OperatingPoint, simulate
-from router.evaluation.metrics import SweepCurve, apgr, cpt, oracle_score, random_apgr, sweep
-from router.evaluation.outcomes import OutcomeRow
-from router.scoring.model import RouterModel, positive_proba
-from router.scoring.train import FeatureCache, FittedParts, cascade_inputs, cascade_rows
+from router.offline.cascade import CascadeResult, simulate
+from router.offline.fit import FeatureCache, FittedParts, cascade_inputs, cascade_rows
+from router.offline.metrics import SweepCurve, apgr, cpt, oracle_score, random_apgr, sweep
+from router.offline.outcomes import OutcomeRow
+from router.runtime.model import RouterModel, positive_proba
+from router.runtime.operating_point import OperatingPoint
 
 
 @dataclass(frozen=True)

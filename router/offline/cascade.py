@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from router.runtime.operating_point import OperatingPoint
+
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
@@ -34,14 +36,6 @@ class CascadeInputs:
     cost_usd: FloatArray
     start_scores: FloatArray
     verify: FloatArray
-
-
-@dataclass(frozen=True, slots=True)
-class OperatingPoint:
-    """Start thresholds (pre-router) and verifier thresholds, one per rung but the top."""
-
-    start_thresholds: tuple[float, ...]
-    verify_thresholds: tuple[float, ...]
 
 
 @dataclass(frozen=True, slots=True)

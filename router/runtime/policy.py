@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from router.features import extract, heuristic_complexity
+from router.runtime.prompt_features import extract, heuristic_complexity
 
 LatencyClass = Literal["realtime", "interactive", "batch"]
 

@@ -1,7 +1,7 @@
 """The trained router: per-rung scorer pipelines, per-rung verifier pipelines, operating point.
 
-`RouterModel` is plain data (built by `router.scoring.train`, saved and loaded by
-`router.scoring.artifact`). `LearnedScorer` implements `router.policy.Scorer` over it.
+`RouterModel` is plain data (built by `router.offline.fit`, saved and loaded by
+`router.runtime.artifact`). `LearnedScorer` implements `router.runtime.policy.Scorer` over it.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from router.evaluation.cascade import OperatingPoint
-from router.policy import RoutingRequest
-from router.scoring.fastpath import RowFn, compile_proba, compile_regressor
-from router.scoring.features import prompt_features
+from router.runtime.fastpath import RowFn, compile_proba, compile_regressor
+from router.runtime.operating_point import OperatingPoint
+from router.runtime.policy import RoutingRequest
+from router.runtime.prompt_features import prompt_features
 
 # Bumped when the feature vector or the bundle layout changes; loading refuses other versions.
 ARTIFACT_FORMAT_VERSION = 1

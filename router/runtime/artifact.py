@@ -5,7 +5,7 @@ every type the file's schema mentions is read first (skops itself would quietly 
 scikit-learn class), and a file that asks for any type outside the list is refused before anything
 is built. The bundle's format
 version is checked so a scorer never runs on features it was not trained with. This is the
-module of `router/scoring` that touches files; the rest stays pure.
+module of `router/runtime` that touches files; the rest stays pure.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 
 import skops.io as sio
 
-from router.evaluation.cascade import OperatingPoint
-from router.scoring.model import ARTIFACT_FORMAT_VERSION, ARTIFACT_KIND, RouterModel
+from router.runtime.model import ARTIFACT_FORMAT_VERSION, ARTIFACT_KIND, RouterModel
+from router.runtime.operating_point import OperatingPoint
 
 DEFAULT_ARTIFACT = Path(__file__).resolve().parent.parent / "artifacts" / "scorer-v1.skops"
 

@@ -1,6 +1,6 @@
-"""Reading outcome tables (JSONL) from disk: the one module of `router/` that touches files.
+"""Reading outcome tables (JSONL) from disk: the one module of `router.offline` that reads files.
 
-Kept apart from `router/evaluation` and `router/scoring` so those stay pure and testable on
+Kept apart from the rest of `router.offline` so training and evaluation stay pure and testable on
 in-memory rows.
 """
 
@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from router.evaluation.outcomes import OutcomeRow, parse_row
+from router.offline.outcomes import OutcomeRow, parse_row
 
 
 def _jsonl_files(path: Path) -> list[Path]:

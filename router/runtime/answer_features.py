@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Sequence
 
-from router.scoring.features import FEATURE_NAMES, prompt_features
+from router.runtime.prompt_features import FEATURE_NAMES, prompt_features
 
 _ANSWER_CHARS = 8_000
 # A bare option letter: "C", "C)", "(C)", "C. text", "C: text"; not "I think" or "A dog".

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from router.cascade.features import VERIFIER_FEATURE_NAMES
-from router.evaluation.cascade import choose_operating_point
-from router.evaluation.metrics import apgr, cpt, sweep
-from router.evaluation.outcomes import DEFAULT_LADDER, OutcomeRow, rows_hash
-from router.scoring.model import ARTIFACT_FORMAT_VERSION, RouterModel
-from router.scoring.train import FeatureCache, Progress, _quiet, fit_parts, out_of_fold
+from router.offline.cascade import choose_operating_point
+from router.offline.fit import FeatureCache, Progress, _quiet, fit_parts, out_of_fold
+from router.offline.metrics import apgr, cpt, sweep
+from router.offline.outcomes import DEFAULT_LADDER, OutcomeRow, rows_hash
+from router.runtime.answer_features import VERIFIER_FEATURE_NAMES
+from router.runtime.model import ARTIFACT_FORMAT_VERSION, RouterModel
 
 
 def _sweep_metrics(rows: Sequence[OutcomeRow], scores: np.ndarray[Any, Any], small: str, large: str) -> dict[str, Any]:

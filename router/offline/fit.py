@@ -22,11 +22,11 @@ from sklearn.model_selection import GroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from router.cascade.features import verifier_features
-from router.evaluation.cascade import CascadeInputs
-from router.evaluation.outcomes import OutcomeRow
-from router.scoring.features import last_block, prompt_features
-from router.scoring.model import positive_proba, relative_top_cost
+from router.offline.cascade import CascadeInputs
+from router.offline.outcomes import OutcomeRow
+from router.runtime.answer_features import verifier_features
+from router.runtime.model import positive_proba, relative_top_cost
+from router.runtime.prompt_features import last_block, prompt_features
 
 Progress = Callable[[str], None]
 FloatArray = NDArray[np.float64]

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from router.cascade.features import verifier_features
-from router.scoring.features import prompt_features
-from router.scoring.model import RouterModel, RowScorer, relative_top_cost_one
+from router.runtime.answer_features import verifier_features
+from router.runtime.model import RouterModel, RowScorer, relative_top_cost_one
+from router.runtime.prompt_features import prompt_features
 
 # The outcome tables carry no token logprobs, so the trained pipelines never saw them. When a
 # tier returns them, the verifier blends in their own evidence: 1 - exp(mean logprob) is the

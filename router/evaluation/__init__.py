@@ -1,1 +1,0 @@
-"""Outcome tables -> quality/cost curves, APGR, CPT, cascade replay and threshold calibration."""
