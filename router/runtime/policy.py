@@ -13,11 +13,12 @@ and the latency class caps how large a tier may be used (realtime callers cannot
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from router.runtime.prompt_features import extract, heuristic_complexity
+from router.runtime.slo import Budget, Estimate
 
 LatencyClass = Literal["realtime", "interactive", "batch"]
 
@@ -56,6 +57,9 @@ class Decision:
     ladder: tuple[str, ...]
     scores: tuple[float, ...]
     reason: str
+    # True when no tier the scorer accepts is expected to meet the request's latency budget; the
+    # fastest of them was chosen instead.
+    slo_at_risk: bool = False
 
 
 class Scorer(Protocol):
@@ -82,11 +86,19 @@ def decide(
     config: PolicyConfig,
     scorer: Scorer,
     unavailable: frozenset[str] = frozenset(),
+    *,
+    estimates: Mapping[str, Estimate] | None = None,
+    budget: Budget | None = None,
 ) -> Decision:
     """Pick the cheapest tier whose rung score is under its threshold, within the class cap.
 
-    `unavailable` tiers (tripped breaker, no capacity) are skipped upward first, then downward,
+    `unavailable` tiers (not ready, no capacity) are skipped upward first, then downward,
     so a request is only refused when no tier at all can take it.
+
+    With `estimates` and a `budget`, the choice is the cheapest tier the scorer accepts (the one
+    picked above or any larger one within the cap) whose estimate meets the budget; when none
+    does, the fastest of them, with `slo_at_risk` set. Latency never moves a request below the
+    tier the scorer asked for: a budget buys speed with money, not with quality.
     """
     n = len(config.tier_names)
     scores = scorer.scores(request, n - 1) if n > 1 else []
@@ -111,6 +123,11 @@ def decide(
     elif found != wanted:
         reason = f"fallback-from-{config.tier_names[wanted]}"
     choice = found
+    slo_at_risk = False
+    if estimates is not None and budget is not None:
+        choice, slo_reason, slo_at_risk = _meet_budget(choice, top, config.tier_names, unavailable, estimates, budget)
+        if slo_reason is not None:
+            reason = slo_reason
     ladder = tuple(name for name in config.tier_names[choice : max(top, choice) + 1] if name not in unavailable) or (
         config.tier_names[choice],
     )
@@ -120,7 +137,32 @@ def decide(
         ladder=ladder,
         scores=tuple(scores),
         reason=reason,
+        slo_at_risk=slo_at_risk,
     )
+
+
+def _meet_budget(
+    choice: int,
+    top: int,
+    names: Sequence[str],
+    unavailable: frozenset[str],
+    estimates: Mapping[str, Estimate],
+    budget: Budget,
+) -> tuple[int, str | None, bool]:
+    """(tier index, reason if the budget changed the choice, at risk) among choice..top."""
+    adequate = [i for i in range(choice, max(top, choice) + 1) if names[i] not in unavailable and names[i] in estimates]
+    if not adequate:
+        return choice, None, False
+    for i in adequate:
+        if budget.met_by(estimates[names[i]]):
+            return i, (None if i == choice else f"slo-moved-up-from-{names[choice]}"), False
+
+    def speed(i: int) -> float:
+        e = estimates[names[i]]
+        return e.total_ms if budget.total_ms is not None else e.ttft_ms
+
+    fastest = min(adequate, key=speed)
+    return fastest, "slo-fastest-adequate", True
 
 
 def _nearest_available(start: int, top: int, names: Sequence[str], unavailable: frozenset[str]) -> int | None:

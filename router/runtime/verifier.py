@@ -1,4 +1,4 @@
-"""The cascade verifier the gateway calls on a real answer: accept it, or climb one rung.
+"""The cascade verifier: a tier's real answer -> accept it, or climb one rung.
 
 `Verifier.verify(prompt, answer, logprobs)` returns a `Verdict` with the probability that the
 answer is not good enough (a higher rung would do better) and the decision at the operating point
@@ -12,12 +12,13 @@ strongest signal the verifier has.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from router.runtime.answer_features import verifier_features
+from router.runtime.cascade import Judgement
 from router.runtime.model import RouterModel, RowScorer, relative_top_cost_one
 from router.runtime.prompt_features import prompt_features
 
@@ -104,3 +105,26 @@ class Verifier:
         escalate = priority > threshold
         reason = "above-threshold" if escalate else "accepted"
         return Verdict(escalate, p, priority, relative, threshold, rung, reason)
+
+
+class VerifierJudge:
+    """`AnswerJudge` over a `Verifier`: maps the gateway's tiers to the model's ladder rungs."""
+
+    def __init__(self, verifier: Verifier, model: RouterModel, tier_rungs: Mapping[str, str]) -> None:
+        self._verifier = verifier
+        self._rung = {tier: model.rung_index(rung) for tier, rung in tier_rungs.items()}
+
+    def judge(
+        self,
+        tier: str,
+        prompt: str,
+        answer: str,
+        logprobs: Sequence[float] | None,
+        previous_answers: Sequence[str],
+    ) -> Judgement:
+        rung = self._rung.get(tier)
+        if rung is None:
+            return Judgement(False, 0.0, "tier-without-rung")
+        verdict = self._verifier.verify(prompt, answer, logprobs, rung=rung, previous_answers=previous_answers)
+        reason = "verifier-doubts-answer" if verdict.escalate else verdict.reason
+        return Judgement(verdict.escalate, verdict.p_not_good_enough, reason)

@@ -1,0 +1,98 @@
+"""Latency estimates: priors, load, online correction; the SLO-aware choice in the policy."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from router.runtime.policy import HeuristicScorer, PolicyConfig, RoutingRequest, decide
+from router.runtime.slo import Budget, Estimate, LatencyEstimator, LatencyPrior, TierLoad
+
+PRIOR = LatencyPrior(
+    ttft_fixed_ms=10.0,
+    prefill_ms_per_token=0.1,
+    decode_ms_per_token=5.0,
+    decode_ms_per_token_full_batch=10.0,
+    max_batch=4,
+)
+
+
+def test_estimate_from_priors_alone() -> None:
+    est = LatencyEstimator({"t": PRIOR}).estimate("t", prompt_tokens=100, max_tokens=11)
+    assert est.ttft_ms == pytest.approx(20.0)
+    assert est.total_ms == pytest.approx(20.0 + 10 * 5.0)
+
+
+def test_full_batch_queues_and_slows_decode() -> None:
+    est = LatencyEstimator({"t": PRIOR})
+    idle = est.estimate("t", 100, 11, TierLoad(0, 0, "engine"))
+    busy = est.estimate("t", 100, 11, TierLoad(4, 3, "engine"))
+    assert busy.ttft_ms > idle.ttft_ms + 100  # waited for a batch slot
+    assert busy.total_ms - busy.ttft_ms == pytest.approx(10 * 10.0)  # decoding in a full batch
+
+
+def test_observations_correct_the_prior_towards_what_is_seen() -> None:
+    est = LatencyEstimator({"t": PRIOR}, alpha=0.5)
+    for _ in range(20):
+        est.observe("t", prompt_tokens=100, completion_tokens=11, ttft_ms=60.0, total_ms=60.0 + 10 * 15.0)
+    got = est.estimate("t", 100, 11)
+    assert got.ttft_ms == pytest.approx(60.0, rel=0.01)
+    assert got.total_ms == pytest.approx(210.0, rel=0.01)
+
+
+def test_one_stalled_request_is_bounded() -> None:
+    est = LatencyEstimator({"t": PRIOR}, alpha=0.2)
+    est.observe("t", prompt_tokens=100, completion_tokens=11, ttft_ms=1e9, total_ms=1e9)
+    assert est.corrections("t")["ttft_ratio"] <= 1.0 * 0.8 + 0.2 * 20.0
+
+
+@given(st.integers(0, 4000), st.integers(1, 2000), st.floats(0, 64), st.floats(0, 64))
+def test_estimates_are_monotone_in_size_and_load(prompt: int, out: int, running: float, waiting: float) -> None:
+    est = LatencyEstimator({"t": PRIOR})
+    base = est.estimate("t", prompt, out, TierLoad(running, waiting))
+    assert est.estimate("t", prompt + 100, out, TierLoad(running, waiting)).ttft_ms >= base.ttft_ms
+    assert est.estimate("t", prompt, out, TierLoad(running + 1, waiting + 1)).total_ms >= base.total_ms
+    assert base.total_ms >= base.ttft_ms >= 0
+
+
+def test_budget_counts_time_already_spent() -> None:
+    b = Budget(ttft_ms=None, total_ms=1000.0)
+    assert b.met_by(Estimate(100, 900))
+    assert not b.met_by(Estimate(100, 900), spent_ms=200)
+    assert Budget(ttft_ms=50).met(ttft_ms=40, total_ms=5000)
+    assert not Budget(ttft_ms=50).met(ttft_ms=None, total_ms=60)
+
+
+class _Hard:
+    """A scorer that finds every request too hard for all but the top tier."""
+
+    version = "hard"
+
+    def scores(self, request: RoutingRequest, n_rungs: int) -> list[float]:
+        return [0.99] * n_rungs
+
+
+CONFIG = PolicyConfig(tier_names=("small", "mid", "large"), thresholds=(0.3, 0.7))
+EASY = RoutingRequest(text="hi")
+
+
+def test_cheapest_accepted_tier_that_meets_the_budget_wins() -> None:
+    est = {"small": Estimate(50, 500), "mid": Estimate(80, 800), "large": Estimate(300, 3000)}
+    d = decide(EASY, CONFIG, HeuristicScorer(), estimates=est, budget=Budget(total_ms=1000))
+    assert (d.tier, d.slo_at_risk) == ("small", False)
+
+
+def test_a_slow_cheap_tier_moves_the_request_up_never_down() -> None:
+    est = {"small": Estimate(50, 5000), "mid": Estimate(80, 800), "large": Estimate(300, 3000)}
+    d = decide(EASY, CONFIG, HeuristicScorer(), estimates=est, budget=Budget(total_ms=1000))
+    assert (d.tier, d.reason, d.slo_at_risk) == ("mid", "slo-moved-up-from-small", False)
+    fast_small = {"small": Estimate(1, 10), "mid": Estimate(1, 10), "large": Estimate(300, 3000)}
+    d = decide(EASY, CONFIG, _Hard(), estimates=fast_small, budget=Budget(total_ms=100))
+    assert d.tier == "large" and d.slo_at_risk  # the budget cannot buy a cheaper, weaker tier
+
+
+def test_when_nothing_meets_the_budget_the_fastest_adequate_tier_is_flagged() -> None:
+    est = {"small": Estimate(500, 5000), "mid": Estimate(80, 2000), "large": Estimate(300, 3000)}
+    d = decide(EASY, CONFIG, HeuristicScorer(), estimates=est, budget=Budget(total_ms=100))
+    assert (d.tier, d.reason, d.slo_at_risk) == ("mid", "slo-fastest-adequate", True)
