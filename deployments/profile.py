@@ -86,6 +86,19 @@ class TierSpec(_Strict):
     router_rung: str | None = Field(
         default=None, description="Outcome-table model key this tier stands for (learned scorer)."
     )
+    latency_plan: str | None = Field(
+        default=None,
+        description=(
+            "MODEL@GPU or MODEL@GPUxN (planner catalogue keys, e.g. llama-3.1-8b@l4): the planner's latency"
+            " prior and token prices for a tier served outside this profile or imitated by a fake."
+        ),
+    )
+    price_per_million_prompt_tokens_usd: float | None = Field(
+        default=None, ge=0.0, description="Overrides the planner's prompt-token price (cost headers and metrics)."
+    )
+    price_per_million_output_tokens_usd: float | None = Field(
+        default=None, ge=0.0, description="Overrides the planner's output-token price (cost headers and metrics)."
+    )
     serving: ServingSpec | None = None
 
     @property

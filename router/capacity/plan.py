@@ -341,3 +341,9 @@ def kv_tokens_for_budget(
     """KV tokens a fixed per-worker pool holds (vLLM-CPU's VLLM_CPU_KVCACHE_SPACE, kv_cache_memory_bytes)."""
     per_token = mem.kv_bytes_per_token_per_worker(arch, kv_dtype(kv_dtype_key), tensor_parallel_size, 1)
     return mem.kv_tokens_from_budget(budget_bytes_per_worker, per_token, block_size_tokens)
+
+
+def decode_ms_per_token(arch: Architecture, gpu: GPU, inputs: PlanInputs, batch: int) -> float:
+    """One decode step (ms) with `batch` sequences at `inputs.context_tokens`, on the planned layout."""
+    sized = _size(arch, gpu, inputs)
+    return _decode(arch, gpu, inputs, sized, min(max(batch, 1), max(sized.max_batch, 1))).step_s * 1e3
