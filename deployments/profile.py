@@ -106,18 +106,54 @@ class TierSpec(_Strict):
         return self.price_per_gpu_hour_usd * max(self.gpus, 1 if self.price_per_gpu_hour_usd else 0)
 
 
+StreamMode = Literal["buffer", "commit"]
+
+
 class LatencyClassSpec(_Strict):
-    budget_ms: float = Field(gt=0.0, description="End-to-end budget the class promises callers.")
+    budget_ms: float = Field(
+        gt=0.0, description="Total-time budget (ms) of a request in this class, unless the request states one."
+    )
+    ttft_budget_ms: float | None = Field(
+        default=None, gt=0.0, description="Time-to-first-token budget (ms); None: only the total is bounded."
+    )
     max_tier: str | None = Field(default=None, description="Largest tier this class may use; None means any.")
+    stream_mode: StreamMode | None = Field(
+        default=None,
+        description=(
+            "Streaming requests: 'buffer' runs the cascade on an unstreamed first answer, then streams the accepted"
+            " one; 'commit' streams from the chosen tier with no cascade. None: routing.cascade.stream_mode_default"
+            " (realtime always defaults to 'commit')."
+        ),
+    )
 
 
 def _default_classes() -> dict[LatencyClass, LatencyClassSpec]:
     # The strategy note's table: real-time < 100 ms, near real-time < 1 s, batch < 10 s.
     return {
-        "realtime": LatencyClassSpec(budget_ms=100.0),
+        "realtime": LatencyClassSpec(budget_ms=100.0, stream_mode="commit"),
         "interactive": LatencyClassSpec(budget_ms=1000.0),
         "batch": LatencyClassSpec(budget_ms=10000.0),
     }
+
+
+class CascadeSpec(_Strict):
+    """The live cascade: a cheaper tier answers first; a doubtful answer climbs the ladder."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Run the cascade for model=auto (needs routing.policy 'learned': its verifier judges answers).",
+    )
+    max_escalations: int = Field(default=2, ge=0, description="Most tiers climbed after the first answer.")
+    stream_mode_default: StreamMode = Field(
+        default="buffer", description="Streaming mode of classes that do not set their own stream_mode."
+    )
+    use_operating_point: bool = Field(
+        default=True,
+        description=(
+            "Start the cascade at the artifact's pre-router thresholds (the operating point its evaluation chose)"
+            " instead of routing.thresholds."
+        ),
+    )
 
 
 class RoutingSpec(_Strict):
@@ -134,6 +170,7 @@ class RoutingSpec(_Strict):
     default_latency_class: LatencyClass = "interactive"
     latency_classes: dict[LatencyClass, LatencyClassSpec] = Field(default_factory=_default_classes)
     scorer_artifact: str | None = Field(default=None, description="Path of a trained scorer artifact.")
+    cascade: CascadeSpec = Field(default_factory=CascadeSpec)
 
     @model_validator(mode="after")
     def _check(self) -> RoutingSpec:
@@ -145,7 +182,16 @@ class RoutingSpec(_Strict):
         missing = [c for c in LATENCY_CLASSES if c not in self.latency_classes]
         if missing:
             raise ValueError(f"latency_classes is missing {missing}")
+        if self.cascade.enabled and self.policy != "learned":
+            raise ValueError("cascade.enabled needs policy 'learned' (the learned artifact's verifier judges answers)")
         return self
+
+    def stream_mode(self, latency_class: LatencyClass) -> StreamMode:
+        """How a streamed request of this class is served (see LatencyClassSpec.stream_mode)."""
+        own = self.latency_classes[latency_class].stream_mode
+        if own is not None:
+            return own
+        return "commit" if latency_class == "realtime" else self.cascade.stream_mode_default
 
     def thresholds_for(self, n_tiers: int) -> list[float]:
         if self.thresholds is not None:

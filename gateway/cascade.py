@@ -1,0 +1,127 @@
+"""Running the cascade live: ask a tier, judge its answer, maybe ask the next one.
+
+The rules (when to escalate, when to stop) are router.runtime.cascade's; this module does the
+calls and the bookkeeping: every attempt's tokens and cost, the time spent, and the answer
+returned. Tier calls go through `call`, so the service keeps ownership of the upstream client,
+the admission lease and the caller's disconnect.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from router.runtime.cascade import AnswerJudge, Attempt, best_attempt, next_step
+from router.runtime.slo import Budget, Estimate
+
+
+@dataclass(frozen=True, slots=True)
+class TierAnswer:
+    """One tier's parsed, non-streamed answer and what it cost."""
+
+    tier: str
+    data: dict[str, Any]
+    text: str
+    logprobs: list[float] | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    elapsed_ms: float
+
+
+@dataclass
+class CascadeOutcome:
+    """What the caller gets and what the headers and metrics say about how it was made."""
+
+    answer: TierAnswer
+    answers: list[TierAnswer]
+    escalations: list[tuple[str, str, str]] = field(default_factory=list)  # (from, to, reason)
+    stop_reason: str = "accepted"
+
+    @property
+    def tiers_tried(self) -> list[str]:
+        return [a.tier for a in self.answers]
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(a.cost_usd for a in self.answers)
+
+
+def answer_text(data: dict[str, Any]) -> str:
+    """The first choice's message content ('' when absent, e.g. a tool call)."""
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return ""
+    message = choices[0].get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    return content if isinstance(content, str) else ""
+
+
+def answer_logprobs(data: dict[str, Any]) -> list[float] | None:
+    """Per-token logprobs of the first choice in OpenAI's shape, or None when the tier gave none."""
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return None
+    lp = choices[0].get("logprobs")
+    content = lp.get("content") if isinstance(lp, dict) else None
+    if not isinstance(content, list):
+        return None
+    values = [float(t["logprob"]) for t in content if isinstance(t, dict) and isinstance(t.get("logprob"), int | float)]
+    return values or None
+
+
+def strip_logprobs(data: dict[str, Any]) -> None:
+    """Drop the logprobs the gateway asked for on the caller's behalf (they asked for none)."""
+    for choice in data.get("choices") or []:
+        if isinstance(choice, dict):
+            choice.pop("logprobs", None)
+
+
+async def run_cascade(
+    prompt: str,
+    ladder: Sequence[str],
+    call: Callable[[str], Awaitable[TierAnswer]],
+    judge: AnswerJudge,
+    *,
+    max_escalations: int,
+    budget: Budget | None,
+    estimate: Callable[[str], Estimate],
+    started: float,
+    clock: Callable[[], float] = time.perf_counter,
+) -> CascadeOutcome:
+    """Ask `ladder[0]`, then climb while the judge doubts the answer and the budget allows.
+
+    `started` is the request's start on `clock` (seconds): the time already spent counts against
+    the budget when deciding whether the next tier still fits.
+    """
+    answers: list[TierAnswer] = []
+    attempts: list[Attempt] = []
+    escalations: list[tuple[str, str, str]] = []
+    tier = ladder[0]
+    while True:
+        answer = await call(tier)
+        answers.append(answer)
+        is_top = ladder.index(tier) == len(ladder) - 1
+        judgement = (
+            None if is_top else judge.judge(tier, prompt, answer.text, answer.logprobs, [a.text for a in answers[:-1]])
+        )
+        attempts.append(Attempt(tier, judgement))
+        spent_ms = (clock() - started) * 1e3
+        position = ladder.index(tier)
+        nxt = ladder[position + 1] if position + 1 < len(ladder) else None
+        step = next_step(
+            ladder,
+            attempts,
+            max_escalations=max_escalations,
+            budget=budget,
+            spent_ms=spent_ms,
+            next_estimate=estimate(nxt) if nxt is not None else None,
+        )
+        if step.action == "escalate" and step.next_tier is not None:
+            escalations.append((tier, step.next_tier, step.reason))
+            tier = step.next_tier
+            continue
+        chosen = len(answers) - 1 if step.action == "accept" else best_attempt(attempts)
+        return CascadeOutcome(answers[chosen], answers, escalations, step.reason)
