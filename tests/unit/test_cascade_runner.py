@@ -1,0 +1,112 @@
+"""The cascade runner: calls, judgements, budget and cost bookkeeping across attempts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from gateway.cascade import TierAnswer, answer_logprobs, answer_text, run_cascade, strip_logprobs
+from router.runtime.cascade import Judgement
+from router.runtime.slo import Budget, Estimate
+
+LADDER = ("small", "mid", "large")
+
+
+class _Judge:
+    def __init__(self, doubt: dict[str, bool]) -> None:
+        self.doubt = doubt
+        self.seen: list[tuple[str, list[str]]] = []
+
+    def judge(
+        self, tier: str, prompt: str, answer: str, logprobs: Sequence[float] | None, previous_answers: Sequence[str]
+    ) -> Judgement:
+        self.seen.append((tier, list(previous_answers)))
+        d = self.doubt.get(tier, False)
+        return Judgement(d, 0.9 if d else 0.1, "verifier-doubts-answer" if d else "accepted")
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _caller(clock: _Clock, cost: float = 0.01, took_s: float = 0.1):  # type: ignore[no-untyped-def]
+    calls: list[str] = []
+
+    async def call(tier: str) -> TierAnswer:
+        calls.append(tier)
+        clock.now += took_s
+        data = {"choices": [{"message": {"content": f"answer of {tier}"}}]}
+        return TierAnswer(tier, data, f"answer of {tier}", None, 10, 5, cost, took_s * 1e3)
+
+    return call, calls
+
+
+async def test_doubtful_answers_climb_and_costs_add_up() -> None:
+    clock = _Clock()
+    call, calls = _caller(clock)
+    judge = _Judge({"small": True, "mid": True})
+    out = await run_cascade(
+        "q",
+        LADDER,
+        call,
+        judge,
+        max_escalations=2,
+        budget=None,
+        estimate=lambda t: Estimate(1, 1),
+        started=0.0,
+        clock=clock,
+    )
+    assert calls == ["small", "mid", "large"] and out.answer.tier == "large"
+    assert out.cost_usd == pytest.approx(0.03)
+    assert [e[:2] for e in out.escalations] == [("small", "mid"), ("mid", "large")]
+    # Later rungs see the earlier answers (agreement is the verifier's strongest signal).
+    assert judge.seen == [("small", []), ("mid", ["answer of small"])]
+
+
+async def test_a_confident_first_answer_costs_one_call() -> None:
+    clock = _Clock()
+    call, calls = _caller(clock)
+    out = await run_cascade(
+        "q",
+        LADDER,
+        call,
+        _Judge({}),
+        max_escalations=2,
+        budget=None,
+        estimate=lambda t: Estimate(1, 1),
+        started=0.0,
+        clock=clock,
+    )
+    assert calls == ["small"] and out.escalations == [] and out.stop_reason == "accepted"
+
+
+async def test_spent_budget_returns_the_best_answer_so_far() -> None:
+    clock = _Clock()
+    call, calls = _caller(clock, took_s=0.9)
+    out = await run_cascade(
+        "q",
+        LADDER,
+        call,
+        _Judge({"small": True}),
+        max_escalations=2,
+        budget=Budget(total_ms=1000),
+        estimate=lambda t: Estimate(100, 500),
+        started=0.0,
+        clock=clock,
+    )
+    assert calls == ["small"] and out.stop_reason == "budget-spent" and out.answer.tier == "small"
+
+
+def test_answer_parsing_and_logprob_stripping() -> None:
+    data = {
+        "choices": [{"message": {"content": "Paris"}, "logprobs": {"content": [{"logprob": -0.1}, {"logprob": -2}]}}]
+    }
+    assert answer_text(data) == "Paris" and answer_logprobs(data) == [-0.1, -2.0]
+    strip_logprobs(data)
+    assert "logprobs" not in data["choices"][0] and answer_logprobs(data) is None
+    assert answer_text({"choices": []}) == ""
