@@ -99,6 +99,13 @@ class TierSpec(_Strict):
     price_per_million_output_tokens_usd: float | None = Field(
         default=None, ge=0.0, description="Overrides the planner's output-token price (cost headers and metrics)."
     )
+    metrics_url: str | None = Field(
+        default=None,
+        description=(
+            "The engine's Prometheus endpoint (vLLM's /metrics); its running/waiting counts feed the latency"
+            " estimate. Left out, the gateway's own in-flight count is used (right only with one gateway process)."
+        ),
+    )
     serving: ServingSpec | None = None
 
     @property
