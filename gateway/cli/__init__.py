@@ -1,10 +1,15 @@
-"""The `tiergate` command. Each subcommand lives in its own module and registers itself here."""
+"""The `tiergate` command. Each subcommand lives in its own module and registers itself here.
+
+Registration stays cheap: a command module imports typer, the standard library and the pure
+capacity planner at the top, and everything heavier (the web stack, scikit-learn, skops, Ray)
+inside the function that runs the command, so `tiergate --version`, `--help` and `tiergate plan`
+answer in a fraction of a second. tests/unit/test_cli_imports.py holds that line.
+"""
 
 from __future__ import annotations
 
 import typer
 
-from gateway import __version__
 from gateway.cli import fake, model_cmd, plan, profile_cmd, router_cmd, serve, up
 
 app = typer.Typer(
@@ -18,6 +23,8 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
+        from gateway import __version__
+
         typer.echo(f"tiergate {__version__}")
         raise typer.Exit()
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from deployments.model import ModelPrepareError, cache_dir, prepare_stand_in
+from gateway.cli.common import errors_exit
 
 _CACHE_HELP = "Where prepared models live (default: $TIERGATE_CACHE_DIR or ~/.cache/tiergate)."
 
@@ -18,12 +18,12 @@ def register(app: typer.Typer) -> None:
     @group.command("prepare")
     def prepare(cache: Annotated[Path | None, typer.Option("--cache-dir", help=_CACHE_HELP)] = None) -> None:
         """Convert the stand-in model (SmolLM2-135M-Instruct GGUF) to float32 weights; idempotent."""
+        from deployments.model import ModelPrepareError, cache_dir, prepare_stand_in
+
         root = cache if cache is not None else cache_dir()
-        try:
+        # ModelPrepareError is named until it derives from LaunchError; a RuntimeError, it exits 1.
+        with errors_exit(ModelPrepareError):
             path = prepare_stand_in(root, progress=lambda msg: typer.echo(f"==> {msg}", err=True))
-        except ModelPrepareError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(1) from None
         typer.echo(str(path))
 
     app.add_typer(group, name="model")

@@ -8,6 +8,10 @@ from typing import Any
 
 import typer
 
+from gateway.cli.common import errors_exit
+
+# The planner is pure Python with no third-party imports (about 30 ms), so its catalogues can
+# name the valid keys in `--help`; everything heavier loads inside the commands.
 from router.capacity import CATALOGUE, GPUS, KV_DTYPES, WEIGHT_DTYPES, Plan, PlanInputs, plan
 from router.capacity.architectures import (
     Architecture,
@@ -18,13 +22,10 @@ from router.capacity.architectures import (
 from router.capacity.dtypes import DTypeError
 from router.capacity.hardware import GPUError
 from router.capacity.hardware import gpu as gpu_by_key
+from router.errors import ConfigError
 
 GB = 1e9
 GIB = 2**30
-
-
-class _InputError(Exception):
-    """A flag value the planner cannot use; printed as one line, exit status 2."""
 
 
 def load_architecture(model: str) -> Architecture:
@@ -39,11 +40,11 @@ def load_architecture(model: str) -> Architecture:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as err:
-            raise _InputError(f"cannot read {path.name}: {err}") from None
+            raise ConfigError(f"cannot read {path.name}: {err}") from None
         if not isinstance(data, dict):
-            raise _InputError(f"{path.name} is not a JSON object")
+            raise ConfigError(f"{path.name} is not a JSON object")
         return from_hf_config(data, name=path.parent.name or path.stem)
-    raise _InputError(f"unknown model {model!r}; catalogue: {', '.join(CATALOGUE)}, or a config.json path")
+    raise ConfigError(f"unknown model {model!r}; catalogue: {', '.join(CATALOGUE)}, or a config.json path")
 
 
 def _bytes(n: float) -> str:
@@ -65,18 +66,18 @@ def render_table(p: Plan) -> str:
         ("model / gpu", f"{p.model} on {p.gpus} x {p.gpu} ({_bytes(p.gpu_memory_bytes)} each)"),
         ("dtype / kv dtype", f"{p.dtype} / {p.kv_dtype}"),
         ("params_total", _count(p.params_total)),
-        ("  note's 12*L*d^2", f"{_count(p.params_note_estimate)}, {gap:+.1%} vs exact"),
+        ("  12*L*d^2 rule", f"{_count(p.params_note_estimate)}, {gap:+.1%} vs exact"),
     ]
     if p.params_active != p.params_total:
         rows.append(("params_active", _count(p.params_active)))
-        rows.append(("  note's total/experts", _count(p.params_active_note_estimate)))
+        rows.append(("  total/experts rule", _count(p.params_active_note_estimate)))
     if p.params_mtp_module:
         rows.append(("params_mtp_module", f"{_count(p.params_mtp_module)} (not in total)"))
     rows += [
         ("weights_bytes", f"{_bytes(p.weights_bytes)}; {_bytes(p.weights_bytes_per_gpu)} per GPU"),
         (
             "kv_bytes_per_token",
-            f"{p.kv_bytes_per_token:,} B (note's formula: {p.kv_bytes_per_token_note:,} B)",
+            f"{p.kv_bytes_per_token:,} B (attention-heads formula: {p.kv_bytes_per_token_note:,} B)",
         ),
         ("reserve per GPU", f"{_bytes(p.reserve_bytes_per_gpu)} (activations + overhead)"),
         (
@@ -118,7 +119,7 @@ def render_table(p: Plan) -> str:
     ]
     width = max(len(k) for k, _ in rows)
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
-    lines += [f"note: {n}" for n in p.notes]
+    lines += [f"caveat: {n}" for n in p.notes]
     return "\n".join(lines)
 
 
@@ -150,7 +151,9 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print JSON (keys carry their units)."),
     ) -> None:
         """Plan MODEL on GPU: params, memory, KV tokens, batch, GPUs/TP, latency and monthly cost."""
-        try:
+        # Architecture, GPU and dtype errors are named until they derive from ConfigError;
+        # PlanInputs rejects an out-of-range number with a plain ValueError.
+        with errors_exit(ArchitectureError, GPUError, DTypeError, ValueError):
             arch = load_architecture(model)
             device = gpu_by_key(gpu)
             inputs = PlanInputs(
@@ -166,9 +169,6 @@ def register(app: typer.Typer) -> None:
                 utilization=utilization,
             )
             result = plan(arch, device, inputs)
-        except (_InputError, ArchitectureError, GPUError, DTypeError, ValueError) as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
         if as_json:
             data: dict[str, Any] = result.to_dict()
             typer.echo(json.dumps(data, indent=2))

@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from deployments.profile import ProfileError, load_profile
+from gateway.cli.common import errors_exit
 
 
 def register(app: typer.Typer) -> None:
@@ -17,11 +17,11 @@ def register(app: typer.Typer) -> None:
         profile: str = typer.Argument(..., help="Profile file path or shipped profile name (e.g. local-cpu)."),
     ) -> None:
         """Validate PROFILE and print it with every default filled in (API keys masked)."""
-        try:
+        from deployments.profile import ProfileError, load_profile
+
+        # ProfileError is named until it derives from ConfigError.
+        with errors_exit(ProfileError):
             resolved = load_profile(profile)
-        except ProfileError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
         data = resolved.model_dump(mode="json")
         data["gateway"]["api_keys"] = ["***"] * len(resolved.gateway.api_keys)
         if resolved.gateway.admin_key is not None:

@@ -9,27 +9,19 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
-import yaml
 
-from deployments.profile import ProfileError, parse_profile
-from router.offline.calibrate import threshold_for_large_share, threshold_for_quality
-from router.offline.fit import FeatureCache
-from router.offline.outcomes import DEFAULT_LADDER, OutcomeRow, canonical_model
-from router.offline.report import Evaluation, evaluate
-from router.offline.tables import load_outcomes
-from router.offline.train import train_router
-from router.runtime.artifact import (
-    DEFAULT_ARTIFACT,
-    DEFAULT_ARTIFACT_NAME,
-    ArtifactError,
-    load_model,
-    save_model,
-)
-from router.runtime.model import LearnedScorer, RouterModel, positive_proba
+from gateway.cli.common import errors_exit, fail
+
+if TYPE_CHECKING:
+    # numpy, scikit-learn and skops cost seconds to import: the commands load them when they run.
+    import numpy as np
+
+    from router.offline.outcomes import OutcomeRow
+    from router.offline.report import Evaluation
+    from router.runtime.model import RouterModel
 
 EVAL_KEYS = (
     "apgr",
@@ -51,24 +43,23 @@ def _progress(message: str) -> None:
 
 
 def _rows(paths: list[Path]) -> list[OutcomeRow]:
-    try:
+    from router.offline.tables import load_outcomes
+
+    # The table reader reports a malformed row with a plain ValueError, naming file and line.
+    with errors_exit(OSError, ValueError):
         rows = load_outcomes(paths)
-    except (OSError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
     if not rows:
-        typer.echo("error: no rows in the given data", err=True)
-        raise typer.Exit(2)
+        fail("no rows in the given data")
     _progress(f"loaded {len(rows)} rows from {len(paths)} path(s)")
     return rows
 
 
 def _model(path: Path | None) -> RouterModel:
-    try:
+    from router.runtime.artifact import ArtifactError, load_model
+
+    # ArtifactError is named until it derives from ConfigError.
+    with errors_exit(ArtifactError):
         return load_model(path)
-    except ArtifactError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
 
 
 def _plot(evaluation: Evaluation, out: Path) -> None:
@@ -108,6 +99,10 @@ def _plot(evaluation: Evaluation, out: Path) -> None:
 
 
 def _write_profile(profile_path: Path, thresholds: list[float], artifact: str) -> None:
+    import yaml
+
+    from deployments.profile import ProfileError, parse_profile
+
     data: Any = yaml.safe_load(profile_path.read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise ProfileError(f"{profile_path.name}: a profile is a YAML mapping")
@@ -126,9 +121,10 @@ def register(app: typer.Typer) -> None:
     @group.command("train")
     def train(
         data: DataOpt,
-        out: Annotated[Path, typer.Option(help="Artifact path (.skops); a .json sidecar goes beside it.")] = (
-            DEFAULT_ARTIFACT
-        ),
+        out: Annotated[
+            Path | None,
+            typer.Option(help="Artifact path (.skops; default: the committed one); a .json sidecar goes beside it."),
+        ] = None,
         rung: Annotated[list[str] | None, typer.Option(help="Ladder rung key, cheapest first; repeatable.")] = None,
         target_quality: Annotated[
             float, typer.Option(help="Cascade operating point: quality / always-large to reach.")
@@ -137,9 +133,15 @@ def register(app: typer.Typer) -> None:
         folds: Annotated[int, typer.Option(min=2, help="Group k-fold splits for out-of-fold metrics.")] = 5,
     ) -> None:
         """Fit scorer + verifier on DATA and save a versioned skops artifact."""
+        from router.offline.outcomes import DEFAULT_LADDER, canonical_model
+        from router.offline.train import train_router
+        from router.runtime.artifact import DEFAULT_ARTIFACT, ArtifactError, save_model
+
+        path = DEFAULT_ARTIFACT if out is None else out
         rows = _rows(data)
         rungs = [canonical_model(r) for r in (rung or DEFAULT_LADDER)]
-        try:
+        # Training rejects an unusable table or ladder with a plain ValueError.
+        with errors_exit(ArtifactError, ValueError):
             model = train_router(
                 rows,
                 rungs,
@@ -148,11 +150,8 @@ def register(app: typer.Typer) -> None:
                 folds=folds,
                 progress=_progress,
             )
-            save_model(model, out)
-        except (ValueError, ArtifactError) as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
-        _progress(f"wrote {out} ({out.stat().st_size} bytes), version {model.version}")
+            save_model(model, path)
+        _progress(f"wrote {path} ({path.stat().st_size} bytes), version {model.version}")
         typer.echo(json.dumps(model.metadata.get("metrics", {}), indent=2))
 
     @group.command("eval")
@@ -166,14 +165,15 @@ def register(app: typer.Typer) -> None:
         plot: Annotated[Path | None, typer.Option(help="Write a quality-vs-cost PNG here.")] = None,
     ) -> None:
         """Judge the router on DATA: APGR/CPT sweep between SMALL and LARGE, cascade at its stored point."""
+        from router.offline.outcomes import canonical_model
+        from router.offline.report import evaluate
+
         model = _model(model_path)
         rows = _rows(data)
         middle = canonical_model(mid) if mid else None
-        try:
+        # A ladder the model does not know is a KeyError, a ladder in the wrong order a ValueError.
+        with errors_exit(ValueError, KeyError):
             evaluation = evaluate(model, rows, canonical_model(small), canonical_model(large), middle)
-        except (ValueError, KeyError) as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
         if plot is not None:
             _plot(evaluation, plot)
             _progress(f"wrote {plot}")
@@ -204,15 +204,19 @@ def register(app: typer.Typer) -> None:
         model_path: ModelOpt = None,
     ) -> None:
         """Choose routing thresholds on DATA and write them (policy: learned) into PROFILE."""
+        import numpy as np
+
+        from deployments.profile import ProfileError
+        from router.offline.calibrate import threshold_for_large_share, threshold_for_quality
+        from router.runtime.artifact import DEFAULT_ARTIFACT_NAME
+
         if (target_large_share is None) == (target_quality is None):
-            typer.echo("error: give exactly one of --target-large-share and --target-quality", err=True)
-            raise typer.Exit(2)
+            fail("give exactly one of --target-large-share and --target-quality")
         model = _model(model_path)
         rungs = _profile_rungs(profile, model)
         rows = [r for r in _rows(data) if r.has(rungs if target_quality is not None else rungs[:1])]
         if not rows:
-            typer.echo("error: no row has scores for the profile's rungs", err=True)
-            raise typer.Exit(2)
+            fail("no row has scores for the profile's rungs")
         scores = _tier_scores(model, rungs, rows)
         if target_large_share is not None:
             t = threshold_for_large_share(scores, target_large_share)
@@ -220,11 +224,9 @@ def register(app: typer.Typer) -> None:
             quality = np.asarray([[r.scores[m] for m in rungs] for r in rows], dtype=np.float64)
             t = threshold_for_quality(scores, quality, float(target_quality or 0.0))
         artifact = str(model_path) if model_path is not None else DEFAULT_ARTIFACT_NAME
-        try:
+        # ProfileError is named until it derives from ConfigError.
+        with errors_exit(ProfileError):
             _write_profile(profile, [t] * (len(rungs) - 1), artifact)
-        except ProfileError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
         _progress(f"threshold {t:.4f} on {len(rows)} rows written to {profile}")
 
     app.add_typer(group, name="router")
@@ -232,25 +234,30 @@ def register(app: typer.Typer) -> None:
 
 def _profile_rungs(profile: Path, model: RouterModel) -> list[str]:
     """The ladder key each tier of the profile stands for (its `router_rung`)."""
-    try:
+    import yaml
+
+    from deployments.profile import ProfileError, parse_profile
+    from router.offline.outcomes import canonical_model
+    from router.runtime.model import LearnedScorer
+
+    with errors_exit(OSError, ProfileError, yaml.YAMLError):
         tiers = parse_profile(yaml.safe_load(profile.read_text(encoding="utf-8")), profile.name).tiers
-    except (OSError, ProfileError, yaml.YAMLError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
     rungs = [canonical_model(t.router_rung) if t.router_rung else "" for t in tiers]
     if len(tiers) < 2 or not all(rungs):
-        typer.echo("error: calibration needs two or more tiers, each with a router_rung", err=True)
-        raise typer.Exit(2)
-    try:
+        fail("calibration needs two or more tiers, each with a router_rung")
+    # A rung the artifact was not trained for is a KeyError naming the model's ladder.
+    with errors_exit(KeyError):
         LearnedScorer(model, rungs)
-    except KeyError as err:
-        typer.echo(f"error: {err.args[0]}", err=True)
-        raise typer.Exit(2) from None
     return rungs
 
 
 def _tier_scores(model: RouterModel, rungs: list[str], rows: list[OutcomeRow]) -> np.ndarray[Any, Any]:
     """(rows, tiers-1) matrix of P(tier's rung is not good enough), as the policy would see it."""
+    import numpy as np
+
+    from router.offline.fit import FeatureCache
+    from router.runtime.model import positive_proba
+
     cache = FeatureCache(rows)
     top = len(model.ladder) - 1
     cols = []

@@ -6,14 +6,7 @@ import os
 
 import typer
 
-from deployments.profile import ProfileError, load_profile, profile_from_upstreams
-
-
-def _parse_upstream(item: str) -> tuple[str, str]:
-    name, sep, url = item.partition("=")
-    if not sep or not name or not url.startswith(("http://", "https://")):
-        raise typer.BadParameter(f"expected NAME=URL with an http(s) base URL, got {item!r}", param_hint="--upstream")
-    return name, url
+from gateway.cli.common import errors_exit, parse_upstream, resolve_profile
 
 
 def register(app: typer.Typer) -> None:
@@ -35,43 +28,44 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve the OpenAI-compatible gateway.
 
+        Flags win over TIERGATE_* environment variables, which win over the profile file.
+
         Examples:\n
           tiergate serve --profile local-cpu\n
           tiergate serve --upstream small=http://127.0.0.1:9001/v1 --upstream large=http://127.0.0.1:9002/v1
         """
-        import uvicorn
-
-        from gateway.app import ENV_PROFILE, ENV_UPSTREAMS
-
         if bool(profile) == bool(upstream):
             raise typer.BadParameter("give either --profile or one or more --upstream NAME=URL")
-        try:
-            if upstream:
-                pairs = [_parse_upstream(u) for u in upstream]
-                resolved = profile_from_upstreams(pairs, host=host or "127.0.0.1", port=port or 8000)
-                os.environ[ENV_UPSTREAMS] = ",".join(f"{n}={u}" for n, u in pairs)
-                os.environ["TIERGATE_HOST"] = host or "127.0.0.1"
-                os.environ["TIERGATE_PORT"] = str(port or 8000)
-            else:
-                assert profile is not None
-                resolved = load_profile(profile)
-                os.environ[ENV_PROFILE] = profile
-        except ProfileError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
+        pairs = [parse_upstream(u) for u in upstream]
+
+        import uvicorn
+
+        from deployments.launcher import LaunchError
+        from deployments.profile import ProfileError
+        from gateway.app import ENV_PROFILE, ENV_UPSTREAMS
+
+        # ProfileError and the launcher's LaunchError are named until they derive from TiergateError.
+        with errors_exit(ProfileError, LaunchError):
+            resolved = resolve_profile(profile, pairs, host=host, port=port)
         gw = resolved.gateway
-        bind_host, bind_port = host or gw.host, port or gw.port
+        if pairs:
+            os.environ[ENV_UPSTREAMS] = ",".join(f"{n}={u}" for n, u in pairs)
+            os.environ["TIERGATE_HOST"] = gw.host
+            os.environ["TIERGATE_PORT"] = str(gw.port)
+        else:
+            assert profile is not None
+            os.environ[ENV_PROFILE] = profile
         level = log_level or gw.log_level
         # Each worker process (this one too, with one worker) configures its logging from this
         # in gateway.app.app_from_env, after uvicorn has set up its own loggers.
         os.environ["TIERGATE_LOG_LEVEL"] = level
         tiers = ", ".join(f"{t.name} -> {t.endpoint}" for t in resolved.tiers)
-        typer.echo(f"tiergate gateway on http://{bind_host}:{bind_port}/v1 ({workers} worker(s)); tiers: {tiers}")
+        typer.echo(f"tiergate gateway on http://{gw.host}:{gw.port}/v1 ({workers} worker(s)); tiers: {tiers}")
         uvicorn.run(
             "gateway.app:app_from_env",
             factory=True,
-            host=bind_host,
-            port=bind_port,
+            host=gw.host,
+            port=gw.port,
             workers=workers,
             loop="uvloop",
             http="httptools",

@@ -10,6 +10,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from router.runtime.artifact import load_model
@@ -47,10 +48,10 @@ def main() -> None:
     print(f"model {model.version}: load {load_s:.3f} s")
     for name, text in (("200-token", short), ("8k-token", long)):
         request = RoutingRequest(text=text)
-        p50 = _p50_ms(lambda r=request: scorer.scores(r, 2), args.repeats)
+        p50 = _p50_ms(partial(scorer.scores, request, 2), args.repeats)
         print(f"score  {name:>9} prompt: p50 {p50:.3f} ms")
     for name, text in (("200-token", short), ("8k-token", long)):
-        p50 = _p50_ms(lambda t=text: verifier.verify(t, "B\n", rung=1, previous_answers=["B"]), args.repeats)
+        p50 = _p50_ms(partial(verifier.verify, text, "B\n", rung=1, previous_answers=["B"]), args.repeats)
         print(f"verify {name:>9} prompt: p50 {p50:.3f} ms")
 
 

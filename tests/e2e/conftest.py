@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +34,7 @@ class Stack:
 
 def _stack(
     tmp: pytest.TempPathFactory,
-    fake_args: dict[str, tuple[str, ...]],
+    fake_args: Mapping[str, tuple[str, ...]],
     gateway_settings: dict[str, object] | None = None,
     env: dict[str, str] | None = None,
 ) -> Iterator[Stack]:

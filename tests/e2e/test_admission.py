@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from tests.procs import fake_upstream, gateway, write_profile
 
 
 @pytest.fixture(scope="module")
-def tight(tmp_path_factory: pytest.TempPathFactory):
+def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with fake_upstream("--ttft-ms", "1500") as slow, fake_upstream() as fast:
         path = Path(tmp_path_factory.mktemp("tight")) / "profile.yaml"
         data = write_profile(

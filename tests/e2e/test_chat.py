@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import orjson
+from openai.types.chat import ChatCompletionToolParam
 
 from tests.e2e.conftest import Stack
 
 
-def _last_upstream_request(stack: Stack, tier: str) -> dict:
-    return orjson.loads(httpx.get(stack.fakes[tier].removesuffix("/v1") + "/fake/last-request").content)
+def _last_upstream_request(stack: Stack, tier: str) -> dict[str, Any]:
+    sent: dict[str, Any] = orjson.loads(httpx.get(stack.fakes[tier].removesuffix("/v1") + "/fake/last-request").content)
+    return sent
 
 
 def test_auto_routes_and_every_response_says_where_it_went(healthy: Stack) -> None:
@@ -66,7 +70,9 @@ def test_pinned_tier_rewrites_model_upstream_and_back(healthy: Stack) -> None:
 
 
 def test_openai_fields_and_unknown_fields_reach_the_tier_unchanged(healthy: Stack) -> None:
-    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    tools: list[ChatCompletionToolParam] = [
+        {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+    ]
     raw = healthy.client().chat.completions.with_raw_response.create(
         model="medium",
         messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}],

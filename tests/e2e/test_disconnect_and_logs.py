@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 
-from tests.procs import fake_upstream, free_port, running, tiergate_cmd, write_profile
+from tests.procs import Proc, fake_upstream, free_port, running, tiergate_cmd, write_profile
+
+# (gateway base URL, slow tier URL, dribbling tier URL, the gateway process)
+SlowStack = tuple[str, str, str, Proc]
 
 
-def _stats(fake_url: str) -> dict:
-    return orjson.loads(httpx.get(fake_url.removesuffix("/v1") + "/fake/stats").content)
+def _stats(fake_url: str) -> dict[str, Any]:
+    stats: dict[str, Any] = orjson.loads(httpx.get(fake_url.removesuffix("/v1") + "/fake/stats").content)
+    return stats
 
 
-def _wait_for(predicate, timeout_s: float = 5.0) -> bool:
+def _wait_for(predicate: Callable[[], bool], timeout_s: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
@@ -26,7 +32,7 @@ def _wait_for(predicate, timeout_s: float = 5.0) -> bool:
 
 
 @pytest.fixture(scope="module")
-def slow_stack(tmp_path_factory: pytest.TempPathFactory):
+def slow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlowStack]:
     with (
         fake_upstream("--ttft-ms", "3000") as slow,
         fake_upstream("--token-delay-ms", "200", "--reply-tokens", "50") as dribble,
@@ -39,7 +45,7 @@ def slow_stack(tmp_path_factory: pytest.TempPathFactory):
             yield f"http://127.0.0.1:{port}/v1", slow, dribble, proc
 
 
-def test_disconnect_while_waiting_cancels_the_upstream_request(slow_stack) -> None:
+def test_disconnect_while_waiting_cancels_the_upstream_request(slow_stack: SlowStack) -> None:
     base, slow, _, _ = slow_stack
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(
@@ -51,7 +57,7 @@ def test_disconnect_while_waiting_cancels_the_upstream_request(slow_stack) -> No
     assert _stats(slow)["completed"] == 0
 
 
-def test_disconnect_mid_stream_cancels_the_upstream_stream(slow_stack) -> None:
+def test_disconnect_mid_stream_cancels_the_upstream_stream(slow_stack: SlowStack) -> None:
     base, _, dribble, _ = slow_stack
     body = {"model": "medium", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     with httpx.stream("POST", base + "/chat/completions", json=body, timeout=10.0) as resp:
@@ -63,7 +69,7 @@ def test_disconnect_mid_stream_cancels_the_upstream_stream(slow_stack) -> None:
     assert _stats(dribble)["completed"] == 0
 
 
-def test_access_log_has_one_line_per_request_and_never_the_prompt(slow_stack) -> None:
+def test_access_log_has_one_line_per_request_and_never_the_prompt(slow_stack: SlowStack) -> None:
     base, _, _, proc = slow_stack
     secret_prompt = "my-very-private-prompt-4711"
     resp = httpx.post(

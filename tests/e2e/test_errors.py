@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.e2e.conftest import Stack
 
-HELLO = [{"role": "user", "content": "Hello"}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello"}]
 
 
-def _error(resp: httpx.Response) -> dict:
-    body = resp.json()
+def _error(resp: httpx.Response) -> dict[str, Any]:
+    body: dict[str, dict[str, Any]] = resp.json()
     assert set(body) == {"error"}
     assert set(body["error"]) == {"message", "type", "param", "code"}
     return body["error"]
@@ -43,7 +46,7 @@ def test_unknown_model_is_a_404_naming_the_choices(healthy: Stack) -> None:
         ({"model": "auto", "messages": HELLO, "stream": "yes"}, "stream"),
     ],
 )
-def test_invalid_requests_are_400_naming_the_field(healthy: Stack, body: dict, param: str) -> None:
+def test_invalid_requests_are_400_naming_the_field(healthy: Stack, body: dict[str, Any], param: str) -> None:
     resp = httpx.post(healthy.base_url + "/chat/completions", json=body)
     assert resp.status_code == 400
     err = _error(resp)
@@ -71,7 +74,7 @@ def test_body_over_the_limit_is_a_413_declared_or_chunked(healthy: Stack) -> Non
     resp = httpx.post(healthy.base_url + "/chat/completions", json=big)
     assert resp.status_code == 413 and _error(resp)["code"] == "request_too_large"
 
-    def chunks():  # no Content-Length: the limit is enforced while reading
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit is enforced while reading
         yield b'{"model": "auto", "messages": [{"role": "user", "content": "'
         for _ in range(10):
             yield b"y" * 10_000

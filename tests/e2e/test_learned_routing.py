@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -14,7 +15,7 @@ from tests.procs import fake_upstream, gateway, write_profile
 
 
 @pytest.fixture(scope="module")
-def learned(tmp_path_factory: pytest.TempPathFactory):
+def learned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with fake_upstream() as url:
         path = Path(tmp_path_factory.mktemp("learned")) / "profile.yaml"
         write_profile(

@@ -45,6 +45,7 @@ def test_plain_chat_through_the_gateway_answers_paris_with_usage(client: openai.
         model="auto", messages=[{"role": "user", "content": QUESTION}], max_tokens=30, temperature=0.0
     )
     assert "Paris" in (reply.choices[0].message.content or "")
+    assert reply.usage is not None
     assert reply.usage.prompt_tokens > 0
     assert reply.usage.completion_tokens > 0
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
@@ -81,7 +82,9 @@ def test_token_logprobs_come_back_when_requested(client: openai.OpenAI) -> None:
         logprobs=True,
         top_logprobs=2,
     )
-    tokens = reply.choices[0].logprobs.content
+    logprobs = reply.choices[0].logprobs
+    assert logprobs is not None and logprobs.content is not None and reply.usage is not None
+    tokens = logprobs.content
     assert len(tokens) == reply.usage.completion_tokens
     assert all(t.logprob <= 0.0 for t in tokens)
     assert all(len(t.top_logprobs) == 2 for t in tokens)

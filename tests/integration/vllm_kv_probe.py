@@ -12,12 +12,14 @@ from __future__ import annotations
 import gc
 import json
 import sys
+from typing import Any, cast
 
 
 def probe(model_dir: str, dtype: str) -> dict[str, object]:
     from vllm import LLM
 
-    llm = LLM(model=model_dir, dtype=dtype, max_model_len=2048, max_num_seqs=8, enforce_eager=True)
+    # The dtype comes from the command line as text; vLLM validates it and names the choices.
+    llm = LLM(model=model_dir, dtype=cast(Any, dtype), max_model_len=2048, max_num_seqs=8, enforce_eager=True)
     config = llm.llm_engine.vllm_config
     numbers: dict[str, object] = {
         "dtype": dtype,

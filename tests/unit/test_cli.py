@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from gateway import __version__
@@ -15,7 +16,7 @@ def test_version() -> None:
     assert result.exit_code == 0 and __version__ in result.stdout
 
 
-def test_profile_check_prints_the_resolved_profile_with_keys_masked(monkeypatch) -> None:
+def test_profile_check_prints_the_resolved_profile_with_keys_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TIERGATE_API_KEYS", "secret-key-000111")
     result = runner.invoke(app, ["profile", "check", "test-fake"])
     assert result.exit_code == 0

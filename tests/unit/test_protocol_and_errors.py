@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 
@@ -14,11 +16,11 @@ from gateway.errors import (
     UpstreamTimeout,
     render,
 )
-from gateway.protocol import parse_chat_request
+from gateway.protocol import ParsedRequest, parse_chat_request
 from gateway.upstream import upstream_error
 
 
-def _parse(body: dict):
+def _parse(body: dict[str, Any]) -> ParsedRequest:
     return parse_chat_request(orjson.dumps(body))
 
 
@@ -72,7 +74,7 @@ def test_routing_text_reads_string_and_part_contents() -> None:
         ({"model": "a", "messages": [{"role": "user", "content": "x"}], "stop": ["a"] * 5}, None),
     ],
 )
-def test_validation_errors_name_the_field(body: dict, param: str | None) -> None:
+def test_validation_errors_name_the_field(body: dict[str, Any], param: str | None) -> None:
     with pytest.raises(InvalidRequest) as info:
         _parse(body)
     assert info.value.param == param
