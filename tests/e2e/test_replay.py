@@ -18,7 +18,7 @@ def test_replay_reports_policy_and_baselines_in_range() -> None:
         "--small", "mistralai/mistral-7b-chat",
         "--mid", "mistralai/mixtral-8x7b-chat",
         "--large", "gpt-4-1106-preview",
-        "--rate", "25", "--duration-s", "1", "--seed", "7", "--json",
+        "--rate", "30", "--duration-s", "0.8", "--seed", "7", "--json",
     )  # fmt: skip
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
