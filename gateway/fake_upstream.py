@@ -3,6 +3,9 @@
 It speaks the same protocol a vLLM server does (chat completions, streamed or not, usage, token
 logprobs, /v1/models) with settable timing and failure rate. Built on aiohttp's server so the
 benchmark's "upstream directly" baseline is as fast as the machine allows.
+
+With `FakeConfig.replay` set it answers with recorded answers from an outcome table instead, at a
+planner's latency and a finite capacity; that mode lives in `gateway.replay_tier`.
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ import contextlib
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from gateway.replay_tier import ReplayConfig, ReplayTier
 
 _WORDS = (
     "The",
@@ -46,6 +52,8 @@ class FakeConfig:
     seed: int | None = None
     # Like vLLM: prompt + max_tokens beyond this is a 400 naming max_tokens; 0 means no limit.
     max_context_tokens: int = 0
+    # Answer from an outcome table (gateway.replay_tier) instead of the fixed words above.
+    replay: ReplayConfig | None = None
 
 
 class FakeUpstream:
@@ -58,6 +66,12 @@ class FakeUpstream:
         self.cancelled = 0
         self.completed = 0
         self._rng = random.Random(self.config.seed)
+        self.replay: ReplayTier | None = None
+        if self.config.replay is not None:
+            # Imported here: the plain fake must not pay for the planner and the outcome tables.
+            from gateway.replay_tier import ReplayTier
+
+            self.replay = ReplayTier(self.config.replay)
         self.app = web.Application()
         self.app.router.add_post("/v1/chat/completions", self.chat)
         self.app.router.add_get("/v1/models", self.list_models)
@@ -73,7 +87,9 @@ class FakeUpstream:
         return web.Response(body=orjson.dumps(self.last_request), content_type="application/json")
 
     async def inspect_stats(self, _: web.Request) -> web.Response:
-        stats = {"requests": self.requests, "cancelled": self.cancelled, "completed": self.completed}
+        stats: dict[str, Any] = {"requests": self.requests, "cancelled": self.cancelled, "completed": self.completed}
+        if self.replay is not None:
+            stats.update(self.replay.stats())
         return web.Response(body=orjson.dumps(stats), content_type="application/json")
 
     async def list_models(self, _: web.Request) -> web.Response:
@@ -97,6 +113,8 @@ class FakeUpstream:
             return self._error(404, f"The model `{model}` does not exist.", "model")
         if cfg.failure_rate and self._rng.random() < cfg.failure_rate:
             return self._error(cfg.failure_status, "simulated failure")
+        if self.replay is not None:
+            return await self.replay.chat(request, body, self.requests)
         cap = body.get("max_completion_tokens") or body.get("max_tokens") or cfg.reply_tokens
         n_tokens = max(min(cfg.reply_tokens, int(cap)), 1)
         prompt_tokens = sum(len(str(m.get("content") or "")) for m in body.get("messages", [])) // 4 + 1
