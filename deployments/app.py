@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from deployments.model import STAND_IN_SOURCE, prepared_stand_in_dir
 from deployments.planning import TierPlanningError, derive_engine_limits
 from deployments.profile import Profile, ServingSpec, TierSpec, load_profile
+from router.errors import ConfigError
 
 if TYPE_CHECKING:
     from ray.serve.deployment import Application
@@ -53,7 +54,7 @@ PLACEMENT_STRATEGY = "STRICT_PACK"
 """All shards of one TP engine on one node (NVLink); Ray's default changed across versions."""
 
 
-class ServeBuildError(ValueError):
+class ServeBuildError(ConfigError):
     """The profile cannot be turned into a Ray Serve application; the message names the tier."""
 
 

@@ -38,6 +38,7 @@ from router.capacity.dtypes import DTypeError, kv_dtype, weight_dtype
 from router.capacity.hardware import GPUError, gpu
 from router.capacity.params import count_params
 from router.capacity.plan import PlanInputs, capacity, min_gpus
+from router.errors import ConfigError
 
 GIB = 2**30
 VLLM_DEFAULT_MAX_NUM_SEQS = 256
@@ -59,7 +60,7 @@ _QUANTIZATION = {
 _KV_CACHE_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "fp8": "fp8", "fp8_e4m3": "fp8", "fp8_e5m2": "fp8"}
 
 
-class TierPlanningError(ValueError):
+class TierPlanningError(ConfigError):
     """A tier whose engine cannot be planned or cannot fit; the message carries the numbers."""
 
 

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from router.errors import ConfigError
+
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
 LatencyClass = Literal["realtime", "interactive", "batch"]
@@ -213,7 +215,7 @@ class Profile(_Strict):
         return None
 
 
-class ProfileError(ValueError):
+class ProfileError(ConfigError):
     """A profile that cannot be read or does not validate; the message names the field."""
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from router.errors import ConfigError
+
 HOURS_PER_MONTH = 720.0  # the note's month: 30 days x 24 h
 
 
@@ -37,7 +39,7 @@ def cost(
 ) -> Cost:
     """Monthly cost (used and reserved) and USD per million output tokens at `utilization`."""
     if not 0.0 <= utilization <= 1.0:
-        raise ValueError("utilization must lie in [0, 1]")
+        raise ConfigError("utilization must lie in [0, 1]")
     used = monthly_cost_usd(price_per_gpu_hour_usd, gpus, hours, utilization)
     reserved = price_per_gpu_hour_usd * gpus * hours
     tokens = tokens_per_s_aggregate * 3600.0 * hours * utilization

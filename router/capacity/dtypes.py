@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from router.errors import ConfigError
+
 ComputeClass = Literal["fp32", "bf16", "fp8", "int8"]
 
 
-class DTypeError(ValueError):
+class DTypeError(ConfigError):
     """An unknown dtype key; the message lists the valid ones."""
 
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from router.capacity.dtypes import ComputeClass
+from router.errors import ConfigError
 
 MIB = 2**20
 
 
-class GPUError(ValueError):
+class GPUError(ConfigError):
     """An unknown GPU key; the message lists the catalogue."""
 
 

@@ -22,6 +22,7 @@ from router.capacity.dtypes import DType, activation_dtype
 from router.capacity.hardware import GPU
 from router.capacity.memory import Layout
 from router.capacity.params import ParamBreakdown
+from router.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +34,7 @@ class Efficiency:
 
     def __post_init__(self) -> None:
         if not (0 < self.flops_fraction <= 1 and 0 < self.bandwidth_fraction <= 1):
-            raise ValueError("efficiency fractions must lie in (0, 1]")
+            raise ConfigError("efficiency fractions must lie in (0, 1]")
 
 
 def matmul_params_per_token(params: ParamBreakdown) -> int:

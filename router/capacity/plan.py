@@ -17,6 +17,7 @@ from router.capacity.dtypes import DEFAULT_INT4_GROUP_SIZE, DType, activation_dt
 from router.capacity.hardware import GPU
 from router.capacity.params import ParamBreakdown, count_params, note_active_estimate, note_params_estimate
 from router.capacity.perf import DecodeStep, Efficiency, decode_step, ttft_s
+from router.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,19 +44,19 @@ class PlanInputs:
 
     def __post_init__(self) -> None:
         if self.gpus is not None and self.gpus < 1:
-            raise ValueError("gpus must be >= 1")
+            raise ConfigError("gpus must be >= 1")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
-            raise ValueError("gpu_memory_utilization must lie in (0, 1]")
+            raise ConfigError("gpu_memory_utilization must lie in (0, 1]")
         if self.kv_budget_bytes is not None and self.kv_budget_bytes <= 0:
-            raise ValueError("kv_budget_bytes must be > 0")
+            raise ConfigError("kv_budget_bytes must be > 0")
         if self.context_tokens is not None and self.context_tokens < 1:
-            raise ValueError("context_tokens must be >= 1")
+            raise ConfigError("context_tokens must be >= 1")
         if self.prompt_tokens < 1:
-            raise ValueError("prompt_tokens must be >= 1")
+            raise ConfigError("prompt_tokens must be >= 1")
         if self.hours < 0 or not 0.0 <= self.utilization <= 1.0:
-            raise ValueError("hours must be >= 0 and utilization in [0, 1]")
+            raise ConfigError("hours must be >= 0 and utilization in [0, 1]")
         if self.block_size_tokens < 1 or self.max_num_seqs < 1 or self.max_num_batched_tokens < 1:
-            raise ValueError("block_size_tokens, max_num_seqs and max_num_batched_tokens must be >= 1")
+            raise ConfigError("block_size_tokens, max_num_seqs and max_num_batched_tokens must be >= 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +270,7 @@ def batch_for_inter_token_latency(
 
 
 def plan(arch: Architecture, gpu: GPU, inputs: PlanInputs | None = None) -> Plan:
-    """Answer `inputs` for `arch` on `gpu`. Raises DTypeError / ValueError on bad inputs only;
+    """Answer `inputs` for `arch` on `gpu`. Raises ConfigError (DTypeError among them) on bad inputs only;
     a model that does not fit is an answer (fits=False), not an error."""
     q = inputs or PlanInputs()
     sized = _size(arch, gpu, q)
