@@ -101,7 +101,7 @@ class LatencyClassSpec(_Strict):
 
 
 def _default_classes() -> dict[LatencyClass, LatencyClassSpec]:
-    # The strategy note's table: real-time < 100 ms, near real-time < 1 s, batch < 10 s.
+    # docs/strategy.md's table: real-time < 100 ms, near real-time < 1 s, batch < 10 s.
     return {
         "realtime": LatencyClassSpec(budget_ms=100.0),
         "interactive": LatencyClassSpec(budget_ms=1000.0),
@@ -111,13 +111,13 @@ def _default_classes() -> dict[LatencyClass, LatencyClassSpec]:
 
 class RoutingSpec(_Strict):
     policy: Literal["rule", "learned"] = Field(
-        default="rule", description="'rule': the strategy note's heuristic; 'learned': the trained scorer."
+        default="rule", description="'rule': docs/strategy.md's heuristic; 'learned': the trained scorer."
     )
     thresholds: list[float] | None = Field(
         default=None,
         description=(
             "One per tier but the last: a score below thresholds[i] is good enough for tier i."
-            " Left out: the strategy note's 0.3 / 0.7 for three tiers, evenly spaced otherwise."
+            " Left out: docs/strategy.md's 0.3 / 0.7 for three tiers, evenly spaced otherwise."
         ),
     )
     default_latency_class: LatencyClass = "interactive"
@@ -160,7 +160,7 @@ class GatewaySpec(_Strict):
     admission_max_queue: int = Field(default=64, ge=0, description="Requests that may wait per tier.")
     admission_queue_timeout_s: float = Field(default=5.0, gt=0.0, description="Longest wait before a 503.")
     realtime_max_seqs: int = Field(
-        default=4, ge=1, description="Batch target for realtime callers (the note: at most 4 under 100 ms)."
+        default=4, ge=1, description="Batch target for realtime callers (docs/strategy.md: at most 4 under 100 ms)."
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True

@@ -60,23 +60,23 @@ def _usd(value: float | None) -> str:
 
 def render_table(p: Plan) -> str:
     """The plan as an aligned two-column table; GB = 1e9 bytes, GiB = 2^30 bytes."""
-    gap = (p.params_note_estimate - p.params_total) / p.params_total
+    gap = (p.params_rough_estimate - p.params_total) / p.params_total
     rows: list[tuple[str, str]] = [
         ("model / gpu", f"{p.model} on {p.gpus} x {p.gpu} ({_bytes(p.gpu_memory_bytes)} each)"),
         ("dtype / kv dtype", f"{p.dtype} / {p.kv_dtype}"),
         ("params_total", _count(p.params_total)),
-        ("  note's 12*L*d^2", f"{_count(p.params_note_estimate)}, {gap:+.1%} vs exact"),
+        ("  rough 12*L*d^2", f"{_count(p.params_rough_estimate)}, {gap:+.1%} vs exact"),
     ]
     if p.params_active != p.params_total:
         rows.append(("params_active", _count(p.params_active)))
-        rows.append(("  note's total/experts", _count(p.params_active_note_estimate)))
+        rows.append(("  rough total/experts", _count(p.params_active_rough_estimate)))
     if p.params_mtp_module:
         rows.append(("params_mtp_module", f"{_count(p.params_mtp_module)} (not in total)"))
     rows += [
         ("weights_bytes", f"{_bytes(p.weights_bytes)}; {_bytes(p.weights_bytes_per_gpu)} per GPU"),
         (
             "kv_bytes_per_token",
-            f"{p.kv_bytes_per_token:,} B (note's formula: {p.kv_bytes_per_token_note:,} B)",
+            f"{p.kv_bytes_per_token:,} B (all heads, as if MHA: {p.kv_bytes_per_token_mha:,} B)",
         ),
         ("reserve per GPU", f"{_bytes(p.reserve_bytes_per_gpu)} (activations + overhead)"),
         (

@@ -15,7 +15,7 @@ from router.capacity.architectures import Architecture
 from router.capacity.cost import HOURS_PER_MONTH, cost
 from router.capacity.dtypes import DEFAULT_INT4_GROUP_SIZE, DType, activation_dtype, kv_dtype, weight_dtype
 from router.capacity.hardware import GPU
-from router.capacity.params import ParamBreakdown, count_params, note_active_estimate, note_params_estimate
+from router.capacity.params import ParamBreakdown, count_params, rough_active_estimate, rough_params_estimate
 from router.capacity.perf import DecodeStep, Efficiency, decode_step, ttft_s
 from router.errors import ConfigError
 
@@ -139,13 +139,13 @@ class Plan:
     gpus: int
     params_total: int
     params_active: int
-    params_note_estimate: int  # 12 * L * d^2
-    params_active_note_estimate: int  # total / experts (the note's MoE rule)
+    params_rough_estimate: int  # 12 * L * d^2
+    params_active_rough_estimate: int  # total / experts (docs/strategy.md's MoE rule)
     params_mtp_module: int  # reported apart, not in params_total
     weights_bytes: int
     weights_bytes_per_gpu: int
     kv_bytes_per_token: int
-    kv_bytes_per_token_note: int  # the note's formula, attention heads instead of KV heads
+    kv_bytes_per_token_mha: int  # docs/strategy.md's formula: attention heads, not KV heads
     reserve_bytes_per_gpu: int
     kv_budget_bytes_per_gpu: int
     kv_tokens_capacity: int
@@ -254,7 +254,7 @@ def batch_for_inter_token_latency(
 ) -> int:
     """The largest batch (at most max_batch) whose decode step stays within `inter_token_budget_ms`.
 
-    For latency classes: the note caps realtime batches at 4 by rule; this is the roofline's
+    For latency classes: docs/strategy.md caps realtime batches at 4 by rule; this is the roofline's
     answer instead (0 when even one sequence is slower than the budget, or nothing fits).
     A decode step only grows with the batch, so a bisection finds it.
     """
@@ -292,13 +292,13 @@ def plan(arch: Architecture, gpu: GPU, inputs: PlanInputs | None = None) -> Plan
         gpus=gpus,
         params_total=params.total,
         params_active=params.active,
-        params_note_estimate=note_params_estimate(arch),
-        params_active_note_estimate=note_active_estimate(arch, params.total),
+        params_rough_estimate=rough_params_estimate(arch),
+        params_active_rough_estimate=rough_active_estimate(arch, params.total),
         params_mtp_module=params.mtp_module,
         weights_bytes=w_bytes,
         weights_bytes_per_gpu=cap.weights_bytes_per_gpu,
         kv_bytes_per_token=mem.kv_bytes_per_token(arch, kv),
-        kv_bytes_per_token_note=mem.note_kv_bytes_per_token(arch, kv),
+        kv_bytes_per_token_mha=mem.mha_kv_bytes_per_token(arch, kv),
         reserve_bytes_per_gpu=cap.reserve_bytes_per_gpu,
         kv_budget_bytes_per_gpu=cap.kv_budget_bytes_per_gpu,
         kv_tokens_capacity=cap.kv_tokens_capacity,
