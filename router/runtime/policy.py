@@ -20,6 +20,8 @@ from typing import Literal, Protocol
 from router.runtime.prompt_features import extract, heuristic_complexity
 
 LatencyClass = Literal["realtime", "interactive", "batch"]
+"""How long a caller can wait; the one definition (the profile's schema imports it from here)."""
+LATENCY_CLASSES: tuple[LatencyClass, ...] = ("realtime", "interactive", "batch")
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,12 +9,10 @@ from router.capacity.architectures import CATALOGUE, from_hf_config
 from router.capacity.cost import cost, monthly_cost_usd
 from router.capacity.dtypes import WEIGHT_DTYPES, kv_dtype
 from router.capacity.hardware import GPUS
-from router.capacity.memory import kv_bytes_per_token, mha_kv_bytes_per_token, weights_bytes
+from router.capacity.memory import GIB, kv_bytes_per_token, mha_kv_bytes_per_token, weights_bytes
 from router.capacity.params import count_params, rough_active_estimate, rough_params_estimate
 from router.capacity.plan import PlanInputs, kv_tokens_for_budget
 from tests.unit.capacity_configs import DEEPSEEK_V3, MIXTRAL_8X7B, SMOLLM2_135M
-
-GIB = 2**30
 
 
 def test_llama2_7b_has_the_published_6_74b_parameters() -> None:
