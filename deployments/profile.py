@@ -71,6 +71,15 @@ class TierSpec(_Strict):
     """One rung of the ladder. Tiers are listed cheapest first."""
 
     name: TierName = Field(description="Name callers pin with model=<name>.")
+    engine: TierName = Field(
+        default="",
+        description=(
+            "The serving engine behind this tier: one KV cache, one admission budget, one Ray Serve"
+            " deployment. Tiers served by one engine name the same engine (and then share its endpoint"
+            " and upstream_model; one of them carries its serving section). Left out: the tier's name,"
+            " an engine of its own."
+        ),
+    )
     endpoint: str = Field(description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8100/v1.")
     upstream_model: str = Field(description="Model name the endpoint expects in 'model'.")
     params_billions: float | None = Field(default=None, gt=0.0, description="Model size, for people and the planner.")
@@ -90,6 +99,14 @@ class TierSpec(_Strict):
         default=None, description="Outcome-table model key this tier stands for (learned scorer)."
     )
     serving: ServingSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_defaults_to_name(cls, data: Any) -> Any:
+        # Filled before validation so that `engine` is always a plain name, never None.
+        if isinstance(data, dict) and not data.get("engine") and "name" in data:
+            return {**data, "engine": data["name"]}
+        return data
 
     @property
     def cost_per_hour_usd(self) -> float:
@@ -202,6 +219,7 @@ class Profile(_Strict):
             raise ValueError(
                 f"routing.thresholds needs {len(self.tiers) - 1} values for {len(self.tiers)} tiers, got {len(given)}"
             )
+        _check_engines(self.tiers)
         for cls, spec in self.routing.latency_classes.items():
             if spec.max_tier is not None and spec.max_tier not in names:
                 raise ValueError(f"routing.latency_classes.{cls}.max_tier names unknown tier {spec.max_tier!r}")
@@ -214,6 +232,50 @@ class Profile(_Strict):
             if tier.name == name:
                 return tier
         return None
+
+
+def _check_engines(tiers: list[TierSpec]) -> None:
+    """Tiers naming one engine describe one engine, and no tier reaches a served engine under another name.
+
+    The gateway keeps one admission budget per engine and deployments/ builds one Ray Serve
+    deployment per engine, so a disagreement here would split one KV cache into two budgets.
+    """
+    owners: dict[str, TierSpec] = {}  # engine -> the tier describing it (the one with serving, if any)
+    for tier in tiers:
+        known = owners.setdefault(tier.engine, tier)
+        if known is tier:
+            continue
+        for field, theirs, mine in (
+            ("upstream_model", known.upstream_model, tier.upstream_model),
+            ("endpoint", _endpoint(known), _endpoint(tier)),
+        ):
+            if mine != theirs:
+                raise ValueError(
+                    f"tiers {known.name!r} and {tier.name!r} name engine {tier.engine!r} but differ in"
+                    f" {field} ({theirs!r} vs {mine!r}); tiers sharing an engine reach it at one endpoint"
+                    " by one upstream_model"
+                )
+        if tier.serving is not None:
+            if known.serving is not None and known.serving != tier.serving:
+                raise ValueError(
+                    f"tiers {known.name!r} and {tier.name!r} name engine {tier.engine!r} with different"
+                    " serving sections; give the serving section on one of them only"
+                )
+            owners[tier.engine] = tier
+    served = {(_endpoint(t), t.upstream_model): t for t in owners.values() if t.serving is not None}
+    for tier in tiers:
+        owner = served.get((_endpoint(tier), tier.upstream_model))
+        if tier.serving is None and owner is not None and owner.engine != tier.engine:
+            # Before engines were named such a tier shared the engine implicitly; say how to keep that.
+            raise ValueError(
+                f"tier {tier.name!r} reaches upstream_model {tier.upstream_model!r} at {tier.endpoint}, which"
+                f" engine {owner.engine!r} (tier {owner.name!r}) serves; set engine: {owner.engine} on it"
+            )
+
+
+def _endpoint(tier: TierSpec) -> str:
+    # A trailing slash does not make another endpoint.
+    return tier.endpoint.rstrip("/")
 
 
 class ProfileError(ConfigError):
