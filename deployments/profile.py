@@ -82,8 +82,16 @@ class TierSpec(_Strict):
     )
     endpoint: str = Field(description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8100/v1.")
     upstream_model: str = Field(description="Model name the endpoint expects in 'model'.")
-    params_billions: float | None = Field(default=None, gt=0.0, description="Model size, for people and the planner.")
-    price_per_gpu_hour_usd: float = Field(default=0.0, ge=0.0)
+    params_billions: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="Model size in billions, shown in /v1/models; the planner sizes serving.architecture instead.",
+    )
+    price_per_gpu_hour_usd: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="USD per GPU-hour of this tier. Not yet used: nothing routes or reports by cost yet.",
+    )
     gpus: int = Field(default=0, ge=0, description="GPUs one replica holds (0 on CPU).")
     context_length_tokens: int = Field(default=4096, ge=16)
     default_max_tokens: int = Field(default=512, ge=1, description="Cap applied when a request gives none.")
@@ -110,11 +118,18 @@ class TierSpec(_Strict):
 
     @property
     def cost_per_hour_usd(self) -> float:
+        """USD per hour of one replica (price x GPUs). Not yet used: nothing reads it yet."""
         return self.price_per_gpu_hour_usd * max(self.gpus, 1 if self.price_per_gpu_hour_usd else 0)
 
 
 class LatencyClassSpec(_Strict):
-    budget_ms: float = Field(gt=0.0, description="End-to-end budget the class promises callers.")
+    budget_ms: float = Field(
+        gt=0.0,
+        description=(
+            "End-to-end latency budget of the class. Not yet used: validated, but no routing or"
+            " admission decision reads it yet (max_tier is what caps a class today)."
+        ),
+    )
     max_tier: str | None = Field(default=None, description="Largest tier this class may use; None means any.")
 
 
@@ -169,7 +184,11 @@ class GatewaySpec(_Strict):
         default_factory=list, description="Bearer keys; empty means no auth (loopback only)."
     )
     admin_key: SecretStr | None = Field(
-        default=None, description="Bearer key for admin routes (or TIERGATE_ADMIN_KEY); at least 16 characters."
+        default=None,
+        description=(
+            "Bearer key for admin routes (or TIERGATE_ADMIN_KEY); at least 16 characters. Not yet used:"
+            " validated and masked, but the gateway has no admin route yet."
+        ),
     )
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     request_timeout_s: float = Field(default=120.0, gt=0.0)
