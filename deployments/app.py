@@ -1,9 +1,9 @@
 """Build the Ray Serve application (ray.serve.llm over vLLM) from a profile.
 
-One LLMConfig per distinct served model: a tier with a `serving` section names the model it serves
-by `upstream_model`, and other tiers may name the same upstream model to share that engine (the
-local profile backs all three tiers with one stand-in engine). The model id Ray Serve exposes is the
-upstream model name, which is what the gateway sends as `model`.
+One LLMConfig per engine the profile serves: tiers name their engine (`engine`, by default the
+tier's own name), and the tier of an engine that carries a `serving` section describes it; the
+others share it (the local profile backs all three tiers with one stand-in engine). The model id
+Ray Serve exposes is the engine's `upstream_model`, which is what the gateway sends as `model`.
 
 Everything up to `build_llm_configs` is pure (plain dicts, no Ray running), so the configs a GPU
 fleet would get are unit-tested on a laptop. KubeRay imports `deployments.app:build_app` with the
@@ -12,13 +12,14 @@ profile as its argument, e.g. `args: {profile: gpu-h100}`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deployments.model import STAND_IN_SOURCE, prepared_stand_in_dir
 from deployments.planning import TierPlanningError, derive_engine_limits
 from deployments.profile import Profile, ServingSpec, TierSpec, load_profile
+from router.errors import ConfigError
 
 if TYPE_CHECKING:
     from ray.serve.deployment import Application
@@ -53,7 +54,7 @@ PLACEMENT_STRATEGY = "STRICT_PACK"
 """All shards of one TP engine on one node (NVLink); Ray's default changed across versions."""
 
 
-class ServeBuildError(ValueError):
+class ServeBuildError(ConfigError):
     """The profile cannot be turned into a Ray Serve application; the message names the tier."""
 
 
@@ -61,6 +62,7 @@ class ServeBuildError(ValueError):
 class ServedModel:
     """One engine deployment and the tiers it backs (cheapest first)."""
 
+    engine: str
     model_id: str
     tiers: tuple[str, ...]
     serving: ServingSpec
@@ -71,30 +73,32 @@ def is_gpu(spec: ServingSpec) -> bool:
 
 
 def served_models(profile: Profile) -> list[ServedModel]:
-    """Group the tiers by the upstream model an engine serves.
+    """Group the tiers by the engine they name; engines without a serving section are external.
 
-    A tier with no `serving` section is either backed by another tier's engine (same
-    `upstream_model`) or an external endpoint that Ray Serve does not host.
+    The profile has already checked that tiers naming one engine agree on its endpoint, upstream
+    model and serving section. Left to check here is what only Ray Serve cares about: one
+    application exposes each model id once, so two engines may not deploy the same upstream model.
     """
-    specs: dict[str, ServingSpec] = {}
+    engines: dict[str, list[TierSpec]] = {}
     for tier in profile.tiers:
-        if tier.serving is None:
+        engines.setdefault(tier.engine, []).append(tier)
+    served: dict[str, ServedModel] = {}
+    for engine, tiers in engines.items():
+        spec = next((t.serving for t in tiers if t.serving is not None), None)
+        if spec is None:
             continue
-        known = specs.get(tier.upstream_model)
-        if known is not None and known != tier.serving:
+        model_id = tiers[0].upstream_model
+        other = served.get(model_id)
+        if other is not None:
+            sections = "different serving sections" if other.serving != spec else "two serving sections"
             raise ServeBuildError(
-                f"tiers name upstream model {tier.upstream_model!r} with different serving sections;"
-                " give the second tier no serving section to share the engine, or another upstream_model"
+                f"tiers {other.tiers[0]!r} and {tiers[0].name!r} deploy upstream model {model_id!r} as two"
+                f" engines ({other.engine!r}, {engine!r}) with {sections}; Ray Serve exposes one engine per"
+                f" model id: name one engine for both (engine: {other.engine}) with one serving section,"
+                " or give them different upstream_model values"
             )
-        specs[tier.upstream_model] = tier.serving
-    return [
-        ServedModel(
-            model_id=model_id,
-            tiers=tuple(t.name for t in profile.tiers if t.upstream_model == model_id),
-            serving=spec,
-        )
-        for model_id, spec in specs.items()
-    ]
+        served[model_id] = ServedModel(engine, model_id, tuple(t.name for t in tiers), spec)
+    return list(served.values())
 
 
 def plan_serving(spec: ServingSpec, tiers: list[TierSpec]) -> ServingSpec:
@@ -220,7 +224,7 @@ def llm_config_dicts(profile: Profile, stand_in_path: Path | None = None) -> lis
     out = []
     for served in served_models(profile):
         tiers = [t for t in profile.tiers if t.name in served.tiers]
-        planned = ServedModel(served.model_id, served.tiers, plan_serving(served.serving, tiers))
+        planned = replace(served, serving=plan_serving(served.serving, tiers))
         out.append(llm_config_dict(planned, stand_in_path))
     if not out:
         raise ServeBuildError(f"profile {profile.name!r} has no tier with a serving section")

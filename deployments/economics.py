@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from deployments.profile import TierSpec
 from router.capacity.architectures import catalogue_architecture
 from router.capacity.hardware import gpu as gpu_spec
-from router.capacity.memory import DEFAULT_MAX_NUM_SEQS
+from router.capacity.memory import VLLM_DEFAULT_MAX_NUM_SEQS
 from router.capacity.plan import PlanInputs, decode_ms_per_token, plan
 from router.errors import ConfigError
 from router.runtime.slo import LatencyPrior
@@ -75,7 +75,7 @@ def planned(
     hardware = gpu_spec(gpu)
     context = min(context_tokens, arch.max_context_tokens)
     probe = min(_PREFILL_PROBE_TOKENS, context)
-    seqs = max_num_seqs or DEFAULT_MAX_NUM_SEQS
+    seqs = max_num_seqs or VLLM_DEFAULT_MAX_NUM_SEQS
     one = plan(arch, hardware, PlanInputs(gpus=gpus, context_tokens=context, prompt_tokens=1, max_num_seqs=seqs))
     full = plan(arch, hardware, PlanInputs(gpus=gpus, context_tokens=context, prompt_tokens=probe, max_num_seqs=seqs))
     # Decode reads each sequence's KV at its current length; a typical request is far shorter

@@ -28,9 +28,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 import yaml
+from pydantic import ValidationError
 
 from deployments.app import ServeBuildError, build_llm_configs, llm_config_dicts, uses_stand_in
-from deployments.model import ModelPrepareError, cache_dir, prepare_stand_in
+from deployments.model import cache_dir, prepare_stand_in
 from deployments.processes import (
     AlreadyRunningError,
     Deadline,
@@ -41,6 +42,7 @@ from deployments.processes import (
     stop_processes,
 )
 from deployments.profile import Profile, ProfileError, load_profile
+from router.errors import LaunchError as LaunchError  # re-exported: callers know it as the launcher's error
 
 SERVE_APP_NAME = "tiergate"
 SHUTDOWN_BUDGET_S = 18.0  # the promise is 20 s; keep a margin for the interpreter's own exit
@@ -49,10 +51,6 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 # with the 2 physical cores counted as 2, the ingress replica never got scheduled.
 DEFAULT_RAY_CPUS = 8
 RAY_OBJECT_STORE_BYTES = 512 * 1024 * 1024
-
-
-class LaunchError(RuntimeError):
-    """The stack could not come up; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +94,7 @@ def effective_profile(profile: Profile, opts: LaunchOptions) -> Profile:
         data["gateway"]["port"] = opts.gateway_port
     try:
         return Profile.model_validate(data)
-    except ValueError as err:
+    except ValidationError as err:
         raise LaunchError(f"the overrides make the profile invalid: {err}") from None
 
 
@@ -167,7 +165,8 @@ class Launcher:
             self._wait_until_stopped()
         except _StopRequestedError:
             pass
-        except (LaunchError, ModelPrepareError, ServeBuildError) as err:
+        # ModelPrepareError is a LaunchError; ServeBuildError a ConfigError found only now.
+        except (LaunchError, ServeBuildError) as err:
             self._say(f"error: {err}")
             code = 1
         finally:

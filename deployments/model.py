@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from router.errors import LaunchError
+
 STAND_IN_SOURCE = "stand-in"
 """The `serving.model_source` value that means the packaged stand-in model."""
 
@@ -39,7 +41,7 @@ MARKER_NAME = ".tiergate-complete.json"
 Progress = Callable[[str], None]
 
 
-class ModelPrepareError(RuntimeError):
+class ModelPrepareError(LaunchError):
     """The stand-in model cannot be prepared; the message says what to do."""
 
 

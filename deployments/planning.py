@@ -24,8 +24,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from deployments.profile import ServingSpec, TierSpec
 from router.capacity import memory as mem
 from router.capacity.architectures import (
     CATALOGUE,
@@ -38,10 +38,12 @@ from router.capacity.dtypes import DTypeError, kv_dtype, weight_dtype
 from router.capacity.hardware import GPUError, gpu
 from router.capacity.params import count_params
 from router.capacity.plan import PlanInputs, capacity, min_gpus
+from router.errors import ConfigError
 
-GIB = 2**30
-VLLM_DEFAULT_MAX_NUM_SEQS = 256
-VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
+if TYPE_CHECKING:
+    # Annotations only: `tiergate plan` imports load_architecture without pydantic or the profile.
+    from deployments.profile import ServingSpec, TierSpec
+
 TYPICAL_SEQUENCE_TOKENS = 4096
 
 _DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "auto": "bf16"}
@@ -59,7 +61,7 @@ _QUANTIZATION = {
 _KV_CACHE_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "fp8": "fp8", "fp8_e4m3": "fp8", "fp8_e5m2": "fp8"}
 
 
-class TierPlanningError(ValueError):
+class TierPlanningError(ConfigError):
     """A tier whose engine cannot be planned or cannot fit; the message carries the numbers."""
 
 
@@ -80,27 +82,42 @@ class EngineLimits:
     kv_dtype: str
 
 
+def load_architecture(name_or_path: str) -> Architecture:
+    """A catalogue key, a config.json file, or a folder holding config.json.
+
+    The one lookup behind a profile's `serving.architecture` and `tiergate plan --model`. It lives
+    here, not in router.capacity, because it reads a file and the planner stays pure.
+    Raises ArchitectureError naming the input, the catalogue or the bad config key.
+    """
+    if name_or_path.lower() in CATALOGUE:
+        return catalogue_architecture(name_or_path)
+    path = Path(name_or_path)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file():
+        raise ArchitectureError(
+            f"unknown model {name_or_path!r}; catalogue: {', '.join(CATALOGUE)}, or a config.json path"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ArchitectureError(f"cannot read {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise ArchitectureError(f"{path} is not a JSON object")
+    return from_hf_config(data, name=path.parent.name or path.stem)
+
+
 def architecture_for(serving: ServingSpec) -> Architecture:
-    """The tier's architecture: a catalogue key, or a config.json file or folder."""
+    """The tier's architecture (`serving.architecture`, see `load_architecture`)."""
     name = serving.architecture
     if name is None:
         raise TierPlanningError(
             f"serving.architecture is not set; give a catalogue key ({', '.join(CATALOGUE)}) or a config.json"
         )
-    if name.lower() in CATALOGUE:
-        return catalogue_architecture(name)
-    path = Path(name)
-    if path.is_dir():
-        path = path / "config.json"
-    if not path.is_file():
-        raise TierPlanningError(
-            f"serving.architecture {name!r} is neither a catalogue key ({', '.join(CATALOGUE)}) nor a config.json"
-        )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return from_hf_config(data, name=path.parent.name)
-    except (OSError, ValueError) as err:
-        raise TierPlanningError(f"serving.architecture {name!r}: {err}") from None
+        return load_architecture(name)
+    except ArchitectureError as err:
+        raise TierPlanningError(f"serving.architecture: {err}") from None
 
 
 def weight_dtype_key(serving: ServingSpec) -> str:
@@ -140,7 +157,7 @@ def _max_num_seqs(serving: ServingSpec, kv_tokens: int, max_model_len: int, typi
     if serving.max_num_seqs is not None:
         return serving.max_num_seqs
     per_seq = min(typical_tokens, max_model_len)
-    return max(1, min(VLLM_DEFAULT_MAX_NUM_SEQS, kv_tokens // per_seq))
+    return max(1, min(mem.VLLM_DEFAULT_MAX_NUM_SEQS, kv_tokens // per_seq))
 
 
 def derive_engine_limits(
@@ -172,10 +189,10 @@ def derive_engine_limits(
         device = gpu(serving.accelerator)
     except GPUError as err:
         raise TierPlanningError(f"tier {tier.name!r}: {err} (or 'cpu')") from None
-    utilization = serving.gpu_memory_utilization or VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
+    utilization = serving.gpu_memory_utilization or mem.VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
     inputs = PlanInputs(
         gpu_memory_utilization=utilization,
-        max_num_seqs=serving.max_num_seqs or VLLM_DEFAULT_MAX_NUM_SEQS,
+        max_num_seqs=serving.max_num_seqs or mem.VLLM_DEFAULT_MAX_NUM_SEQS,
     )
     smallest = min_gpus(arch, device, weights_total, weights, kv, need_tokens, inputs)
     smallest_text = (
@@ -203,7 +220,7 @@ def derive_engine_limits(
             f" {device.memory_bytes / 1e9:,.2f} GB); {smallest_text}"
         )
     if tier.gpus and tier.gpus != tp:
-        # tier.gpus prices the tier (cost_per_hour_usd); a mismatch would misprice every request.
+        # tier.gpus prices the tier (cost_per_hour_usd); a mismatch would misprice it once cost is used.
         raise TierPlanningError(
             f"tier {tier.name!r}: gpus={tier.gpus} but the engine runs on TP={tp}; set gpus to {tp}"
         )
@@ -241,14 +258,14 @@ def _cpu_limits(
     problem = mem.layout_problem(arch, mem.layout_for(tp))
     if problem:
         raise TierPlanningError(f"tier {tier.name!r}: {problem}")
-    budget = int(serving.kv_cache_space_gib * GIB)
+    budget = int(serving.kv_cache_space_gib * mem.GIB)
     per_token = mem.kv_bytes_per_token_per_worker(arch, kv_dtype(kv_key), tp, 1)
     tokens = mem.kv_tokens_from_budget(budget, per_token, mem.CPU_BLOCK_SIZE_TOKENS)
     if tokens < need_tokens:
         raise TierPlanningError(
             f"tier {tier.name!r}: a {serving.kv_cache_space_gib:g} GiB KV pool holds {tokens:,} tokens of"
             f" {arch.name} at {per_token:,} bytes each ({kv_key}), fewer than {need_tokens:,}; raise"
-            f" kv_cache_space_gib to at least {need_tokens * per_token / GIB:.2f}"
+            f" kv_cache_space_gib to at least {need_tokens * per_token / mem.GIB:.2f}"
         )
     return EngineLimits(
         tier=tier.name,

@@ -21,8 +21,10 @@ from typing import IO, Any
 
 import psutil
 
+from router.errors import LaunchError
 
-class AlreadyRunningError(RuntimeError):
+
+class AlreadyRunningError(LaunchError):
     """Another `tiergate up` holds the lock."""
 
 

@@ -15,10 +15,13 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-PROFILES_DIR = Path(__file__).parent / "profiles"
+from router.errors import ConfigError
 
-LatencyClass = Literal["realtime", "interactive", "batch"]
-LATENCY_CLASSES: tuple[LatencyClass, ...] = ("realtime", "interactive", "batch")
+# The latency classes are the policy's; re-exported by name for modules that read the schema.
+from router.runtime.policy import LATENCY_CLASSES as LATENCY_CLASSES
+from router.runtime.policy import LatencyClass as LatencyClass
+
+PROFILES_DIR = Path(__file__).parent / "profiles"
 
 TierName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
@@ -68,10 +71,27 @@ class TierSpec(_Strict):
     """One rung of the ladder. Tiers are listed cheapest first."""
 
     name: TierName = Field(description="Name callers pin with model=<name>.")
+    engine: TierName = Field(
+        default="",
+        description=(
+            "The serving engine behind this tier: one KV cache, one admission budget, one Ray Serve"
+            " deployment. Tiers served by one engine name the same engine (and then share its endpoint"
+            " and upstream_model; one of them carries its serving section). Left out: the tier's name,"
+            " an engine of its own."
+        ),
+    )
     endpoint: str = Field(description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8100/v1.")
     upstream_model: str = Field(description="Model name the endpoint expects in 'model'.")
-    params_billions: float | None = Field(default=None, gt=0.0, description="Model size, for people and the planner.")
-    price_per_gpu_hour_usd: float = Field(default=0.0, ge=0.0)
+    params_billions: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="Model size in billions, shown in /v1/models; the planner sizes serving.architecture instead.",
+    )
+    price_per_gpu_hour_usd: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="USD per GPU-hour of this tier. Not yet used: nothing routes or reports by cost yet.",
+    )
     gpus: int = Field(default=0, ge=0, description="GPUs one replica holds (0 on CPU).")
     context_length_tokens: int = Field(default=4096, ge=16)
     default_max_tokens: int = Field(default=512, ge=1, description="Cap applied when a request gives none.")
@@ -108,8 +128,17 @@ class TierSpec(_Strict):
     )
     serving: ServingSpec | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_defaults_to_name(cls, data: Any) -> Any:
+        # Filled before validation so that `engine` is always a plain name, never None.
+        if isinstance(data, dict) and not data.get("engine") and "name" in data:
+            return {**data, "engine": data["name"]}
+        return data
+
     @property
     def cost_per_hour_usd(self) -> float:
+        """USD per hour of one replica (price x GPUs). Not yet used: nothing reads it yet."""
         return self.price_per_gpu_hour_usd * max(self.gpus, 1 if self.price_per_gpu_hour_usd else 0)
 
 
@@ -135,7 +164,7 @@ class LatencyClassSpec(_Strict):
 
 
 def _default_classes() -> dict[LatencyClass, LatencyClassSpec]:
-    # The strategy note's table: real-time < 100 ms, near real-time < 1 s, batch < 10 s.
+    # docs/strategy.md's table: real-time < 100 ms, near real-time < 1 s, batch < 10 s.
     return {
         "realtime": LatencyClassSpec(budget_ms=100.0, stream_mode="commit"),
         "interactive": LatencyClassSpec(budget_ms=1000.0),
@@ -165,13 +194,13 @@ class CascadeSpec(_Strict):
 
 class RoutingSpec(_Strict):
     policy: Literal["rule", "learned"] = Field(
-        default="rule", description="'rule': the strategy note's heuristic; 'learned': the trained scorer."
+        default="rule", description="'rule': docs/strategy.md's heuristic; 'learned': the trained scorer."
     )
     thresholds: list[float] | None = Field(
         default=None,
         description=(
             "One per tier but the last: a score below thresholds[i] is good enough for tier i."
-            " Left out: the strategy note's 0.3 / 0.7 for three tiers, evenly spaced otherwise."
+            " Left out: docs/strategy.md's 0.3 / 0.7 for three tiers, evenly spaced otherwise."
         ),
     )
     default_latency_class: LatencyClass = "interactive"
@@ -215,7 +244,11 @@ class GatewaySpec(_Strict):
         default_factory=list, description="Bearer keys; empty means no auth (loopback only)."
     )
     admin_key: SecretStr | None = Field(
-        default=None, description="Bearer key for admin routes (or TIERGATE_ADMIN_KEY); at least 16 characters."
+        default=None,
+        description=(
+            "Bearer key for admin routes (or TIERGATE_ADMIN_KEY); at least 16 characters. Not yet used:"
+            " validated and masked, but the gateway has no admin route yet."
+        ),
     )
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     request_timeout_s: float = Field(default=120.0, gt=0.0)
@@ -224,7 +257,7 @@ class GatewaySpec(_Strict):
     admission_max_queue: int = Field(default=64, ge=0, description="Requests that may wait per tier.")
     admission_queue_timeout_s: float = Field(default=5.0, gt=0.0, description="Longest wait before a 503.")
     realtime_max_seqs: int = Field(
-        default=4, ge=1, description="Batch target for realtime callers (the note: at most 4 under 100 ms)."
+        default=4, ge=1, description="Batch target for realtime callers (docs/strategy.md: at most 4 under 100 ms)."
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True
@@ -265,6 +298,7 @@ class Profile(_Strict):
             raise ValueError(
                 f"routing.thresholds needs {len(self.tiers) - 1} values for {len(self.tiers)} tiers, got {len(given)}"
             )
+        _check_engines(self.tiers)
         for cls, spec in self.routing.latency_classes.items():
             if spec.max_tier is not None and spec.max_tier not in names:
                 raise ValueError(f"routing.latency_classes.{cls}.max_tier names unknown tier {spec.max_tier!r}")
@@ -279,7 +313,51 @@ class Profile(_Strict):
         return None
 
 
-class ProfileError(ValueError):
+def _check_engines(tiers: list[TierSpec]) -> None:
+    """Tiers naming one engine describe one engine, and no tier reaches a served engine under another name.
+
+    The gateway keeps one admission budget per engine and deployments/ builds one Ray Serve
+    deployment per engine, so a disagreement here would split one KV cache into two budgets.
+    """
+    owners: dict[str, TierSpec] = {}  # engine -> the tier describing it (the one with serving, if any)
+    for tier in tiers:
+        known = owners.setdefault(tier.engine, tier)
+        if known is tier:
+            continue
+        for field, theirs, mine in (
+            ("upstream_model", known.upstream_model, tier.upstream_model),
+            ("endpoint", _endpoint(known), _endpoint(tier)),
+        ):
+            if mine != theirs:
+                raise ValueError(
+                    f"tiers {known.name!r} and {tier.name!r} name engine {tier.engine!r} but differ in"
+                    f" {field} ({theirs!r} vs {mine!r}); tiers sharing an engine reach it at one endpoint"
+                    " by one upstream_model"
+                )
+        if tier.serving is not None:
+            if known.serving is not None and known.serving != tier.serving:
+                raise ValueError(
+                    f"tiers {known.name!r} and {tier.name!r} name engine {tier.engine!r} with different"
+                    " serving sections; give the serving section on one of them only"
+                )
+            owners[tier.engine] = tier
+    served = {(_endpoint(t), t.upstream_model): t for t in owners.values() if t.serving is not None}
+    for tier in tiers:
+        owner = served.get((_endpoint(tier), tier.upstream_model))
+        if tier.serving is None and owner is not None and owner.engine != tier.engine:
+            # Before engines were named such a tier shared the engine implicitly; say how to keep that.
+            raise ValueError(
+                f"tier {tier.name!r} reaches upstream_model {tier.upstream_model!r} at {tier.endpoint}, which"
+                f" engine {owner.engine!r} (tier {owner.name!r}) serves; set engine: {owner.engine} on it"
+            )
+
+
+def _endpoint(tier: TierSpec) -> str:
+    # A trailing slash does not make another endpoint.
+    return tier.endpoint.rstrip("/")
+
+
+class ProfileError(ConfigError):
     """A profile that cannot be read or does not validate; the message names the field."""
 
 

@@ -17,16 +17,16 @@ from router.runtime.policy import HeuristicScorer, Scorer
 def admission_gates(profile: Profile) -> dict[str, TierAdmission]:
     """One admission gate per serving engine, shared by every tier that names the same engine.
 
-    Tiers pointing at the same endpoint and upstream model share one KV cache (the local profile
-    serves all three tiers from one engine), so they must share one budget. Capacity comes from
-    the tier's `kv_capacity_tokens`, else from the capacity planner (KV tokens per replica x
-    replicas); a profile the planner finds cannot fit is refused here, with its numbers.
+    Tiers naming the same `engine` share one KV cache (the local profile serves all three tiers
+    from one engine), so they must share one budget. Capacity comes from the tier's
+    `kv_capacity_tokens`, else from the capacity planner (KV tokens per replica x replicas); a
+    profile the planner finds cannot fit is refused here, with its numbers.
     """
     gw = profile.gateway
-    by_engine: dict[tuple[str, str], TierAdmission] = {}
+    by_engine: dict[str, TierAdmission] = {}
     gates: dict[str, TierAdmission] = {}
     for spec in profile.tiers:
-        engine = (spec.endpoint.rstrip("/"), spec.upstream_model)
+        engine = spec.engine
         try:
             capacity = spec.kv_capacity_tokens if spec.kv_capacity_tokens is not None else kv_tokens_capacity(spec)
         except TierPlanningError as err:

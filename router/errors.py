@@ -5,6 +5,7 @@ whole tree, with where each leaf is defined:
 
     TiergateError                    every error tiergate raises on purpose
     ├── ConfigError (ValueError)     an input that cannot be used; names the bad field or value
+    │   │                            (raised as is by router.capacity for out-of-range plan inputs)
     │   ├── ArchitectureError        router.capacity.architectures
     │   ├── DTypeError               router.capacity.dtypes
     │   ├── GPUError                 router.capacity.hardware
@@ -13,6 +14,7 @@ whole tree, with where each leaf is defined:
     │   ├── TierPlanningError        deployments.planning
     │   └── ServeBuildError          deployments.app
     ├── LaunchError (RuntimeError)   the local stack could not be prepared or started
+    │   │                            (raised as is by deployments.launcher)
     │   ├── ModelPrepareError        deployments.model
     │   └── AlreadyRunningError      deployments.processes
     └── GatewayError                 one HTTP answer each (status, OpenAI error type, code)

@@ -3,48 +3,22 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import typer
 
-from gateway.cli.common import errors_exit
-
 # The planner is pure Python with no third-party imports (about 30 ms), so its catalogues can
 # name the valid keys in `--help`; everything heavier loads inside the commands.
+from deployments.planning import load_architecture as load_architecture  # one lookup, shared with serving
+from gateway.cli.common import errors_exit
 from router.capacity import CATALOGUE, GPUS, KV_DTYPES, WEIGHT_DTYPES, Plan, PlanInputs, plan
-from router.capacity.architectures import (
-    Architecture,
-    ArchitectureError,
-    catalogue_architecture,
-    from_hf_config,
-)
+from router.capacity.architectures import ArchitectureError
 from router.capacity.dtypes import DTypeError
 from router.capacity.hardware import GPUError
 from router.capacity.hardware import gpu as gpu_by_key
-from router.errors import ConfigError
+from router.capacity.memory import GIB, VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
 
 GB = 1e9
-GIB = 2**30
-
-
-def load_architecture(model: str) -> Architecture:
-    """A catalogue key, a config.json file, or a folder holding config.json."""
-    key = model.lower()
-    if key in CATALOGUE:
-        return catalogue_architecture(key)
-    path = Path(model)
-    if path.is_dir():
-        path = path / "config.json"
-    if path.is_file():
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            raise ConfigError(f"cannot read {path.name}: {err}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path.name} is not a JSON object")
-        return from_hf_config(data, name=path.parent.name or path.stem)
-    raise ConfigError(f"unknown model {model!r}; catalogue: {', '.join(CATALOGUE)}, or a config.json path")
 
 
 def _bytes(n: float) -> str:
@@ -61,23 +35,23 @@ def _usd(value: float | None) -> str:
 
 def render_table(p: Plan) -> str:
     """The plan as an aligned two-column table; GB = 1e9 bytes, GiB = 2^30 bytes."""
-    gap = (p.params_note_estimate - p.params_total) / p.params_total
+    gap = (p.params_rough_estimate - p.params_total) / p.params_total
     rows: list[tuple[str, str]] = [
         ("model / gpu", f"{p.model} on {p.gpus} x {p.gpu} ({_bytes(p.gpu_memory_bytes)} each)"),
         ("dtype / kv dtype", f"{p.dtype} / {p.kv_dtype}"),
         ("params_total", _count(p.params_total)),
-        ("  12*L*d^2 rule", f"{_count(p.params_note_estimate)}, {gap:+.1%} vs exact"),
+        ("  rough 12*L*d^2", f"{_count(p.params_rough_estimate)}, {gap:+.1%} vs exact"),
     ]
     if p.params_active != p.params_total:
         rows.append(("params_active", _count(p.params_active)))
-        rows.append(("  total/experts rule", _count(p.params_active_note_estimate)))
+        rows.append(("  rough total/experts", _count(p.params_active_rough_estimate)))
     if p.params_mtp_module:
         rows.append(("params_mtp_module", f"{_count(p.params_mtp_module)} (not in total)"))
     rows += [
         ("weights_bytes", f"{_bytes(p.weights_bytes)}; {_bytes(p.weights_bytes_per_gpu)} per GPU"),
         (
             "kv_bytes_per_token",
-            f"{p.kv_bytes_per_token:,} B (attention-heads formula: {p.kv_bytes_per_token_note:,} B)",
+            f"{p.kv_bytes_per_token:,} B (all heads, as if MHA: {p.kv_bytes_per_token_mha:,} B)",
         ),
         ("reserve per GPU", f"{_bytes(p.reserve_bytes_per_gpu)} (activations + overhead)"),
         (
@@ -134,7 +108,11 @@ def register(app: typer.Typer) -> None:
         ),
         gpus: int | None = typer.Option(None, "--gpus", min=1, help="GPUs to plan for (default: min_gpus)."),
         gpu_memory_utilization: float = typer.Option(
-            0.9, "--gpu-memory-utilization", min=0.01, max=1.0, help="vLLM's share of each GPU's memory."
+            VLLM_DEFAULT_GPU_MEMORY_UTILIZATION,
+            "--gpu-memory-utilization",
+            min=0.01,
+            max=1.0,
+            help="vLLM's share of each GPU's memory.",
         ),
         kv_budget_gib: float | None = typer.Option(
             None, "--kv-budget-gib", min=0.0, help="Fixed KV pool per GPU in GiB (2^30 bytes)."

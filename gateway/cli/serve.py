@@ -40,12 +40,9 @@ def register(app: typer.Typer) -> None:
 
         import uvicorn
 
-        from deployments.launcher import LaunchError
-        from deployments.profile import ProfileError
         from gateway.app import ENV_PROFILE, ENV_UPSTREAMS
 
-        # ProfileError and the launcher's LaunchError are named until they derive from TiergateError.
-        with errors_exit(ProfileError, LaunchError):
+        with errors_exit():
             resolved = resolve_profile(profile, pairs, host=host, port=port)
         gw = resolved.gateway
         if pairs:

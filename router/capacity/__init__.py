@@ -1,7 +1,7 @@
 """Capacity planning: parameters, memory, KV cache, parallelism, latency and cost. Pure.
 
-The strategy note's figures made executable, with their errors corrected (docs/planner.md lists
-each, with the numbers). Modules, bottom up:
+The strategy document's figures (docs/strategy.md) made executable, with their errors corrected
+(docs/planner.md lists each, with the numbers). Modules, bottom up:
 
 - `dtypes`: bits per element for weights and the KV cache (int4 with group scales).
 - `architectures`: the numbers that size a model; a built-in catalogue; Hugging Face config dicts.
@@ -9,7 +9,7 @@ each, with the numbers). Modules, bottom up:
 - `hardware`: GPU catalogue (memory in bytes as the driver reports it, bandwidth, peak FLOP/s, price).
 - `memory`: weights, KV bytes per token, reserve, KV token capacity, batch that fits, GPUs needed.
 - `perf`: roofline prefill (compute-bound) and decode (bandwidth-bound) with TP communication.
-- `cost`: monthly cost (the note's formula), reserved cost, USD per million output tokens.
+- `cost`: monthly cost (docs/strategy.md's formula), reserved cost, USD per million output tokens.
 - `plan`: everything above for one (model, GPU, dtype, GPUs) question, as one result.
 """
 

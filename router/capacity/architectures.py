@@ -12,10 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from router.errors import ConfigError
+
 AttentionBias = Literal["none", "qkv", "qkvo"]
 
 
-class ArchitectureError(ValueError):
+class ArchitectureError(ConfigError):
     """An unknown catalogue key or a config dict that cannot be sized; the message says which."""
 
 

@@ -1,6 +1,6 @@
-"""Cost: the strategy note's monthly formula, the reserved cost beside it, USD per million tokens.
+"""Cost: the monthly formula of docs/strategy.md, the reserved cost beside it, USD per million tokens.
 
-The note's formula, price x GPUs x hours x utilization, is the cost of GPUs billed only while in
+That formula, price x GPUs x hours x utilization, is the cost of GPUs billed only while in
 use (autoscaled, per-second billing): $1.2/h x 1 x 720 h x 0.6 = $518.40 and
 $4.0/h x 2 x 720 h x 0.8 = $4,608. GPUs reserved for the month cost price x GPUs x hours
 whatever the load ($864 and $5,760 for those two). Tokens produced = aggregate decode rate x
@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-HOURS_PER_MONTH = 720.0  # the note's month: 30 days x 24 h
+from router.errors import ConfigError
+
+HOURS_PER_MONTH = 720.0  # docs/strategy.md's month: 30 days x 24 h
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +26,7 @@ class Cost:
 
 
 def monthly_cost_usd(price_per_gpu_hour_usd: float, gpus: int, hours: float, utilization: float) -> float:
-    """The note's formula: price x GPUs x hours x utilization."""
+    """docs/strategy.md's formula: price x GPUs x hours x utilization."""
     return price_per_gpu_hour_usd * gpus * hours * utilization
 
 
@@ -37,7 +39,7 @@ def cost(
 ) -> Cost:
     """Monthly cost (used and reserved) and USD per million output tokens at `utilization`."""
     if not 0.0 <= utilization <= 1.0:
-        raise ValueError("utilization must lie in [0, 1]")
+        raise ConfigError("utilization must lie in [0, 1]")
     used = monthly_cost_usd(price_per_gpu_hour_usd, gpus, hours, utilization)
     reserved = price_per_gpu_hour_usd * gpus * hours
     tokens = tokens_per_s_aggregate * 3600.0 * hours * utilization

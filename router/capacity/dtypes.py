@@ -2,7 +2,7 @@
 
 Weight-only int4 (GPTQ/AWQ style) stores, per group of `group_size` weights of one output row,
 a 16-bit scale and a 4-bit zero point: (16 + 4) / 128 = 0.156 extra bits per weight at the usual
-group size 128, i.e. 4.156 bits, 3.9 % over the 0.5 byte/param the strategy note uses.
+group size 128, i.e. 4.156 bits, 3.9 % over the 0.5 byte/param docs/strategy.md uses.
 """
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from router.errors import ConfigError
+
 ComputeClass = Literal["fp32", "bf16", "fp8", "int8"]
 
 
-class DTypeError(ValueError):
+class DTypeError(ConfigError):
     """An unknown dtype key; the message lists the valid ones."""
 
 

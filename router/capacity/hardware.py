@@ -7,7 +7,7 @@ Peak FLOP/s are dense tensor-core figures from NVIDIA's datasheets (SXM parts; t
 figures are twice these and never reached by inference). fp32 matmuls run as TF32, half the
 bf16 rate. `link_bytes_per_s` is the one-direction GPU-to-GPU bandwidth used by tensor-parallel
 all-reduce (NVLink on A100/H100/H200, PCIe 4.0 x16 on A10/L4). Prices are round on-demand
-placeholders in USD per GPU-hour (the A10 and A100 ones are the strategy note's); override them.
+placeholders in USD per GPU-hour (the A10 and A100 ones are docs/strategy.md's); override them.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from router.capacity.dtypes import ComputeClass
+from router.errors import ConfigError
 
 MIB = 2**20
 
 
-class GPUError(ValueError):
+class GPUError(ConfigError):
     """An unknown GPU key; the message lists the catalogue."""
 
 

@@ -6,7 +6,7 @@ memory (CUDA context, NCCL buffers, CUDA graphs); the rest is the KV pool, cut i
 `block_size` tokens. Each worker gets the same number of blocks. On vLLM-CPU the KV pool is
 given directly (VLLM_CPU_KVCACHE_SPACE, GiB).
 
-Where the strategy note is loose:
+Where the strategy document (docs/strategy.md) is loose:
 - Its KV formula `B * 2 * n_layers * n_heads * d_head * seq * bytes` uses attention heads. With
   grouped-query attention only the KV heads are cached: Llama-3.3-70B stores 8 of 64 heads,
   327,680 bytes per token at bf16, 8x less than the formula's 2,621,440.
@@ -26,12 +26,15 @@ from router.capacity.architectures import Architecture
 from router.capacity.dtypes import DEFAULT_INT4_GROUP_SIZE, WEIGHT_DTYPES, DType, quantized_bytes
 from router.capacity.params import ParamBreakdown
 
-GIB = 2**30
+GIB = 2**30  # bytes in a GiB; the one definition, imported by deployments/ and the CLI
 DEFAULT_BLOCK_SIZE_TOKENS = 16  # vLLM's default KV block for GPU attention backends
 CPU_BLOCK_SIZE_TOKENS = 128  # what vLLM-CPU 0.32 picked for SmolLM2 (read from its cache config)
 DEFAULT_OVERHEAD_BYTES_PER_GPU = GIB  # CUDA context + NCCL + CUDA graphs, per worker
 DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192  # vLLM's chunked-prefill default for serving
-DEFAULT_MAX_NUM_SEQS = 256  # vLLM's default; the profiling run samples this many sequences
+# vLLM's engine defaults (its EngineArgs), what an engine runs with when the profile or the CLI
+# leaves the value out. This is their one home: the planner, deployments/ and the CLI import them.
+VLLM_DEFAULT_MAX_NUM_SEQS = 256  # the profiling run also samples this many sequences
+VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = 0.9  # share of each GPU's memory the engine may take
 MAX_GPUS_SEARCHED = 256
 
 
@@ -83,8 +86,11 @@ def kv_bytes_per_token_per_worker(arch: Architecture, kv: DType, tp: int, pp: in
     return -(-elems * kv.bits // 8)
 
 
-def note_kv_bytes_per_token(arch: Architecture, kv: DType) -> int:
-    """The note's formula per token: attention heads, not KV heads (wrong with GQA or MLA)."""
+def mha_kv_bytes_per_token(arch: Architecture, kv: DType) -> int:
+    """KV bytes per token as if every attention head cached its own K and V (multi-head attention).
+
+    docs/strategy.md's formula; wrong with grouped-query attention or MLA, kept to show the gap.
+    """
     head_dim = arch.head_dim if arch.mla is None else arch.mla.qk_nope_head_dim + arch.mla.v_head_dim
     return 2 * arch.n_layers * arch.n_heads * head_dim * kv.bits // 8
 
@@ -95,7 +101,7 @@ def activation_reserve_bytes(
     tp: int,
     *,
     max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS,
-    max_num_seqs: int = DEFAULT_MAX_NUM_SEQS,
+    max_num_seqs: int = VLLM_DEFAULT_MAX_NUM_SEQS,
     overhead_bytes: int = DEFAULT_OVERHEAD_BYTES_PER_GPU,
 ) -> int:
     """Per-worker reserve: peak activations of vLLM's profiling pass + fixed non-torch overhead.
@@ -103,7 +109,7 @@ def activation_reserve_bytes(
     A model, not a measurement: the widest live tensors of one layer for `max_num_batched_tokens`
     tokens (the MLP's gate/up output and its activation, 3 x width / tp, plus two d-wide residual
     streams) and the sampler's fp32 logits and probabilities for `max_num_seqs` sequences.
-    The note's own term `B * seq * d * bytes` counts one residual stream only.
+    docs/strategy.md's own term `B * seq * d * bytes` counts one residual stream only.
     """
     mlp_width = max(arch.d_ff, arch.n_experts_per_token * arch.d_ff_expert + arch.d_ff_shared)
     per_token = 3 * mlp_width // tp + 2 * arch.d_model

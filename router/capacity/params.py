@@ -1,16 +1,16 @@
-"""Exact parameter counts from an architecture, beside the strategy note's approximations.
+"""Exact parameter counts from an architecture, beside docs/strategy.md's rough estimates.
 
 Counted per weight tensor as the Hugging Face checkpoints store them (RMSNorm weights only, no
 biases unless the architecture has them). For Llama-2-7B this gives 6,738,415,616, the published
-6.74 B. The note's `P ~= 12 * L * d^2` assumes a 4d-wide non-gated MLP and full multi-head K/V
+6.74 B. The strategy document's `P ~= 12 * L * d^2` assumes a 4d-wide non-gated MLP and full multi-head K/V
 and ignores embeddings: for Llama-2-70B it says 64.42 B against 68.98 B exact (-6.6 %). SwiGLU's
 three 28,672-wide matrices are 31 % more than a 4d MLP's 8 d^2 (+13.4 B), grouped-query attention
 (8 KV heads of 64) saves 9.4 B, and embedding + head add 0.52 B.
 
-The note's MoE rule, active = total / number of experts, is wrong: a token uses every
+Its MoE rule, active = total / number of experts, is wrong: a token uses every
 non-expert weight (attention, embeddings, shared experts, dense layers) plus its top-k routed
 experts. DeepSeek-V3: 671.0 B total, 37.6 B active by the architecture (5.6 %), against
-671 / 256 = 2.6 B by the note's rule. Mixtral-8x7B: 46.7 B total, 12.9 B active, not 5.8 B.
+671 / 256 = 2.6 B by that rule. Mixtral-8x7B: 46.7 B total, 12.9 B active, not 5.8 B.
 
 DeepSeek-V3's multi-token-prediction (MTP) module is reported apart, as DeepSeek does (671 B
 main model + MTP): one more MoE layer, two norms and a 2d -> d projection, 11.6 B unique
@@ -140,11 +140,11 @@ def count_params(arch: Architecture) -> ParamBreakdown:
     )
 
 
-def note_params_estimate(arch: Architecture) -> int:
-    """The strategy note's `P ~= 12 * L * d^2` (attention 4 d^2 + a 4d-wide MLP 8 d^2 per layer)."""
+def rough_params_estimate(arch: Architecture) -> int:
+    """docs/strategy.md's rough `P ~= 12 * L * d^2` (attention 4 d^2 + a 4d-wide MLP 8 d^2 per layer)."""
     return 12 * arch.n_layers * arch.d_model**2
 
 
-def note_active_estimate(arch: Architecture, total: int) -> int:
-    """The note's MoE rule, total / number of experts (wrong; kept to show the gap)."""
+def rough_active_estimate(arch: Architecture, total: int) -> int:
+    """docs/strategy.md's rough MoE rule, total / number of experts (wrong; kept to show the gap)."""
     return total // arch.n_routed_experts if arch.is_moe else total

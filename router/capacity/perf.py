@@ -8,7 +8,7 @@ and scheduling overheads are not modelled), so treat small-model numbers as uppe
 Tensor parallelism: each layer does two all-reduces (after attention and after the MLP) of
 tokens x d_model activations. A ring all-reduce moves 2 (tp-1)/tp of the bytes over each link
 and costs a fixed latency per call; at decode batch sizes the latency term dominates (Llama-3.3
--70B at TP=4 on H100: 160 all-reduces x 8 us = 1.3 ms per step). The strategy note's "10-15 %
+-70B at TP=4 on H100: 160 all-reduces x 8 us = 1.3 ms per step). docs/strategy.md's "10-15 %
 overhead, 3.4-3.6x on 4 GPUs" was for pipeline stages; the overhead fraction is reported here.
 Pipeline stages run one after another for one sequence, so they add no speed to a single stream.
 """
@@ -22,6 +22,7 @@ from router.capacity.dtypes import DType, activation_dtype
 from router.capacity.hardware import GPU
 from router.capacity.memory import Layout
 from router.capacity.params import ParamBreakdown
+from router.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +34,7 @@ class Efficiency:
 
     def __post_init__(self) -> None:
         if not (0 < self.flops_fraction <= 1 and 0 < self.bandwidth_fraction <= 1):
-            raise ValueError("efficiency fractions must lie in (0, 1]")
+            raise ConfigError("efficiency fractions must lie in (0, 1]")
 
 
 def matmul_params_per_token(params: ParamBreakdown) -> int:

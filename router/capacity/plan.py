@@ -15,8 +15,9 @@ from router.capacity.architectures import Architecture
 from router.capacity.cost import HOURS_PER_MONTH, cost
 from router.capacity.dtypes import DEFAULT_INT4_GROUP_SIZE, DType, activation_dtype, kv_dtype, weight_dtype
 from router.capacity.hardware import GPU
-from router.capacity.params import ParamBreakdown, count_params, note_active_estimate, note_params_estimate
+from router.capacity.params import ParamBreakdown, count_params, rough_active_estimate, rough_params_estimate
 from router.capacity.perf import DecodeStep, Efficiency, decode_step, ttft_s
+from router.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +27,7 @@ class PlanInputs:
     dtype: str = "bf16"
     kv_dtype: str | None = None  # None: the activation dtype (bf16; fp32 for fp32 weights)
     gpus: int | None = None  # None: min_gpus
-    gpu_memory_utilization: float = 0.9
+    gpu_memory_utilization: float = mem.VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
     kv_budget_bytes: int | None = None  # per-worker KV pool; replaces the memory arithmetic
     context_tokens: int | None = None  # None: the model's maximum context
     prompt_tokens: int = 1024
@@ -36,26 +37,26 @@ class PlanInputs:
     efficiency: Efficiency = field(default_factory=Efficiency)
     block_size_tokens: int = mem.DEFAULT_BLOCK_SIZE_TOKENS
     max_num_batched_tokens: int = mem.DEFAULT_MAX_NUM_BATCHED_TOKENS
-    max_num_seqs: int = mem.DEFAULT_MAX_NUM_SEQS
+    max_num_seqs: int = mem.VLLM_DEFAULT_MAX_NUM_SEQS
     overhead_bytes_per_gpu: int = mem.DEFAULT_OVERHEAD_BYTES_PER_GPU
     int4_group_size: int = DEFAULT_INT4_GROUP_SIZE
     quantize_embeddings: bool = False
 
     def __post_init__(self) -> None:
         if self.gpus is not None and self.gpus < 1:
-            raise ValueError("gpus must be >= 1")
+            raise ConfigError("gpus must be >= 1")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
-            raise ValueError("gpu_memory_utilization must lie in (0, 1]")
+            raise ConfigError("gpu_memory_utilization must lie in (0, 1]")
         if self.kv_budget_bytes is not None and self.kv_budget_bytes <= 0:
-            raise ValueError("kv_budget_bytes must be > 0")
+            raise ConfigError("kv_budget_bytes must be > 0")
         if self.context_tokens is not None and self.context_tokens < 1:
-            raise ValueError("context_tokens must be >= 1")
+            raise ConfigError("context_tokens must be >= 1")
         if self.prompt_tokens < 1:
-            raise ValueError("prompt_tokens must be >= 1")
+            raise ConfigError("prompt_tokens must be >= 1")
         if self.hours < 0 or not 0.0 <= self.utilization <= 1.0:
-            raise ValueError("hours must be >= 0 and utilization in [0, 1]")
+            raise ConfigError("hours must be >= 0 and utilization in [0, 1]")
         if self.block_size_tokens < 1 or self.max_num_seqs < 1 or self.max_num_batched_tokens < 1:
-            raise ValueError("block_size_tokens, max_num_seqs and max_num_batched_tokens must be >= 1")
+            raise ConfigError("block_size_tokens, max_num_seqs and max_num_batched_tokens must be >= 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,13 +139,13 @@ class Plan:
     gpus: int
     params_total: int
     params_active: int
-    params_note_estimate: int  # 12 * L * d^2
-    params_active_note_estimate: int  # total / experts (the note's MoE rule)
+    params_rough_estimate: int  # 12 * L * d^2
+    params_active_rough_estimate: int  # total / experts (docs/strategy.md's MoE rule)
     params_mtp_module: int  # reported apart, not in params_total
     weights_bytes: int
     weights_bytes_per_gpu: int
     kv_bytes_per_token: int
-    kv_bytes_per_token_note: int  # the note's formula, attention heads instead of KV heads
+    kv_bytes_per_token_mha: int  # docs/strategy.md's formula: attention heads, not KV heads
     reserve_bytes_per_gpu: int
     kv_budget_bytes_per_gpu: int
     kv_tokens_capacity: int
@@ -253,7 +254,7 @@ def batch_for_inter_token_latency(
 ) -> int:
     """The largest batch (at most max_batch) whose decode step stays within `inter_token_budget_ms`.
 
-    For latency classes: the note caps realtime batches at 4 by rule; this is the roofline's
+    For latency classes: docs/strategy.md caps realtime batches at 4 by rule; this is the roofline's
     answer instead (0 when even one sequence is slower than the budget, or nothing fits).
     A decode step only grows with the batch, so a bisection finds it.
     """
@@ -269,7 +270,7 @@ def batch_for_inter_token_latency(
 
 
 def plan(arch: Architecture, gpu: GPU, inputs: PlanInputs | None = None) -> Plan:
-    """Answer `inputs` for `arch` on `gpu`. Raises DTypeError / ValueError on bad inputs only;
+    """Answer `inputs` for `arch` on `gpu`. Raises ConfigError (DTypeError among them) on bad inputs only;
     a model that does not fit is an answer (fits=False), not an error."""
     q = inputs or PlanInputs()
     sized = _size(arch, gpu, q)
@@ -291,13 +292,13 @@ def plan(arch: Architecture, gpu: GPU, inputs: PlanInputs | None = None) -> Plan
         gpus=gpus,
         params_total=params.total,
         params_active=params.active,
-        params_note_estimate=note_params_estimate(arch),
-        params_active_note_estimate=note_active_estimate(arch, params.total),
+        params_rough_estimate=rough_params_estimate(arch),
+        params_active_rough_estimate=rough_active_estimate(arch, params.total),
         params_mtp_module=params.mtp_module,
         weights_bytes=w_bytes,
         weights_bytes_per_gpu=cap.weights_bytes_per_gpu,
         kv_bytes_per_token=mem.kv_bytes_per_token(arch, kv),
-        kv_bytes_per_token_note=mem.note_kv_bytes_per_token(arch, kv),
+        kv_bytes_per_token_mha=mem.mha_kv_bytes_per_token(arch, kv),
         reserve_bytes_per_gpu=cap.reserve_bytes_per_gpu,
         kv_budget_bytes_per_gpu=cap.kv_budget_bytes_per_gpu,
         kv_tokens_capacity=cap.kv_tokens_capacity,

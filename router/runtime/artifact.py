@@ -17,6 +17,7 @@ from typing import Any
 
 import skops.io as sio
 
+from router.errors import ConfigError
 from router.runtime.model import ARTIFACT_FORMAT_VERSION, ARTIFACT_KIND, RouterModel
 from router.runtime.operating_point import OperatingPoint
 
@@ -72,7 +73,7 @@ _PLAIN = frozenset(
 )
 
 
-class ArtifactError(ValueError):
+class ArtifactError(ConfigError):
     """An artifact that is missing, of another format version, or asks for untrusted types."""
 
 

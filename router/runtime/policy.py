@@ -21,6 +21,8 @@ from router.runtime.prompt_features import extract, heuristic_complexity
 from router.runtime.slo import Budget, Estimate
 
 LatencyClass = Literal["realtime", "interactive", "batch"]
+"""How long a caller can wait; the one definition (the profile's schema imports it from here)."""
+LATENCY_CLASSES: tuple[LatencyClass, ...] = ("realtime", "interactive", "batch")
 
 
 @dataclass(frozen=True, slots=True)

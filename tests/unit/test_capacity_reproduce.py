@@ -1,4 +1,4 @@
-"""Every "must reproduce" figure of the planner issue, and the strategy note's corrections."""
+"""Every "must reproduce" figure of the planner issue, and the corrections to docs/strategy.md's figures."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ from router.capacity.architectures import CATALOGUE, from_hf_config
 from router.capacity.cost import cost, monthly_cost_usd
 from router.capacity.dtypes import WEIGHT_DTYPES, kv_dtype
 from router.capacity.hardware import GPUS
-from router.capacity.memory import kv_bytes_per_token, note_kv_bytes_per_token, weights_bytes
-from router.capacity.params import count_params, note_active_estimate, note_params_estimate
+from router.capacity.memory import GIB, kv_bytes_per_token, mha_kv_bytes_per_token, weights_bytes
+from router.capacity.params import count_params, rough_active_estimate, rough_params_estimate
 from router.capacity.plan import PlanInputs, kv_tokens_for_budget
 from tests.unit.capacity_configs import DEEPSEEK_V3, MIXTRAL_8X7B, SMOLLM2_135M
-
-GIB = 2**30
 
 
 def test_llama2_7b_has_the_published_6_74b_parameters() -> None:
@@ -44,16 +42,16 @@ def test_llama2_7b_weights_fp16_13_5gb_int8_half_int4_quarter_plus_scales() -> N
     )
 
 
-def test_note_70b_approximation_is_64_4b_beside_exact_llama2_70b() -> None:
+def test_rough_70b_estimate_is_64_4b_beside_exact_llama2_70b() -> None:
     arch = CATALOGUE["llama-2-70b"]
-    assert note_params_estimate(arch) == 12 * 80 * 8192**2
-    assert round(note_params_estimate(arch) / 1e9, 1) == 64.4
+    assert rough_params_estimate(arch) == 12 * 80 * 8192**2
+    assert round(rough_params_estimate(arch) / 1e9, 1) == 64.4
     exact = count_params(arch).total
     assert exact == 68_976_648_192
-    assert (note_params_estimate(arch) - exact) / exact == pytest.approx(-0.066, abs=0.001)
+    assert (rough_params_estimate(arch) - exact) / exact == pytest.approx(-0.066, abs=0.001)
 
 
-def test_tco_matches_the_note_518_40_and_4608() -> None:
+def test_tco_matches_the_strategy_docs_518_40_and_4608() -> None:
     assert monthly_cost_usd(1.2, 1, 720, 0.6) == pytest.approx(518.4)
     assert monthly_cost_usd(4.0, 2, 720, 0.8) == pytest.approx(4608.0)
     reserved = cost(4.0, 2, 720, 0.8, tokens_per_s_aggregate=100.0)
@@ -65,8 +63,8 @@ def test_deepseek_v3_671b_total_37b_active_mtp_apart() -> None:
     p = count_params(arch)
     assert p.total / 1e9 == pytest.approx(671.0, abs=0.5)
     assert 37.0e9 < p.active < 38.0e9
-    # The note's rule total / experts is off by more than 10x.
-    assert note_active_estimate(arch, p.total) / 1e9 == pytest.approx(2.62, abs=0.01)
+    # docs/strategy.md's rule total / experts is off by more than 10x.
+    assert rough_active_estimate(arch, p.total) / 1e9 == pytest.approx(2.62, abs=0.01)
     # The released checkpoint (685 B) = main model + MTP module + its copies of embedding and head.
     assert (p.total + p.mtp_module + p.embedding + p.embedding) / 1e9 == pytest.approx(684.5, abs=0.5)
 
@@ -89,7 +87,7 @@ def test_gqa_kv_cache_is_8x_smaller_than_the_notes_formula_for_llama3_70b() -> N
     arch = CATALOGUE["llama-3.3-70b"]
     bf16 = kv_dtype("bf16")
     assert kv_bytes_per_token(arch, bf16) == 2 * 80 * 8 * 128 * 2
-    assert note_kv_bytes_per_token(arch, bf16) == 8 * kv_bytes_per_token(arch, bf16)
+    assert mha_kv_bytes_per_token(arch, bf16) == 8 * kv_bytes_per_token(arch, bf16)
     assert kv_bytes_per_token(arch, kv_dtype("fp8")) * 2 == kv_bytes_per_token(arch, bf16)
 
 

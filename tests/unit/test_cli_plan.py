@@ -45,7 +45,7 @@ def test_json_carries_every_answer_key_with_units() -> None:
     assert data["fits"] is True
 
 
-def test_cli_reproduces_the_notes_monthly_costs() -> None:
+def test_cli_reproduces_the_strategy_docs_monthly_costs() -> None:
     a10 = _plan_json("--model", "llama-2-7b", "--gpu", "a10", "--price-per-gpu-hour", "1.2", "--utilization", "0.6")
     assert a10["monthly_cost_usd"] == pytest.approx(518.4)
     a100 = _plan_json(

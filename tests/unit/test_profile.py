@@ -93,7 +93,7 @@ def test_keys_never_show_in_a_dump() -> None:
     assert "profile-key-123" not in yaml.safe_dump(profile.model_dump(mode="json"))
 
 
-def test_default_thresholds_follow_the_note_for_three_tiers_and_spread_otherwise() -> None:
+def test_default_thresholds_follow_the_strategy_doc_for_three_tiers_and_spread_otherwise() -> None:
     three = parse_profile({"tiers": [TIER, {**TIER, "name": "b"}, {**TIER, "name": "c"}]})
     assert three.routing.thresholds_for(3) == [0.3, 0.7]
     two = profile_from_upstreams([("a", "http://x/v1"), ("b", "http://y/v1")], host="127.0.0.1", port=8000)
