@@ -68,7 +68,13 @@ def parse_latency_plan(value: str) -> tuple[str, str, int | None]:
 
 
 def planned(
-    model: str, gpu: str, gpus: int | None = None, *, max_num_seqs: int | None = None, context_tokens: int = 4096
+    model: str,
+    gpu: str,
+    gpus: int | None = None,
+    *,
+    max_num_seqs: int | None = None,
+    context_tokens: int = 4096,
+    price_per_gpu_hour_usd: float | None = None,
 ) -> tuple[LatencyPrior, float, float]:
     """(prior, prompt USD/M, output USD/M) for `model` on `gpus` x `gpu`, from the planner."""
     arch = catalogue_architecture(model)
@@ -77,7 +83,17 @@ def planned(
     probe = min(_PREFILL_PROBE_TOKENS, context)
     seqs = max_num_seqs or VLLM_DEFAULT_MAX_NUM_SEQS
     one = plan(arch, hardware, PlanInputs(gpus=gpus, context_tokens=context, prompt_tokens=1, max_num_seqs=seqs))
-    full = plan(arch, hardware, PlanInputs(gpus=gpus, context_tokens=context, prompt_tokens=probe, max_num_seqs=seqs))
+    full = plan(
+        arch,
+        hardware,
+        PlanInputs(
+            gpus=gpus,
+            context_tokens=context,
+            prompt_tokens=probe,
+            max_num_seqs=seqs,
+            price_per_gpu_hour_usd=price_per_gpu_hour_usd,
+        ),
+    )
     # Decode reads each sequence's KV at its current length; a typical request is far shorter
     # than the context limit, so the batch-1 step is taken at the probe length.
     typical = PlanInputs(gpus=gpus, context_tokens=probe, prompt_tokens=probe, max_num_seqs=seqs)
@@ -102,9 +118,13 @@ def tier_economics(tier: TierSpec) -> TierEconomics:
     """The tier's prior and prices, from the first source that applies (see the module doc)."""
     prior, prompt, output, source = GENERIC_PRIOR, 0.0, 0.0, "generic"
     serving = tier.serving
+    # The profile's GPU price, when given, replaces the planner catalogue's list price.
+    price = tier.price_per_gpu_hour_usd or None
     if tier.latency_plan is not None:
         model, hw, gpus = parse_latency_plan(tier.latency_plan)
-        prior, prompt, output = planned(model, hw, gpus, context_tokens=tier.context_length_tokens)
+        prior, prompt, output = planned(
+            model, hw, gpus, context_tokens=tier.context_length_tokens, price_per_gpu_hour_usd=price
+        )
         source = "latency_plan"
     elif serving is not None and serving.accelerator != "cpu" and serving.architecture:
         prior, prompt, output = planned(
@@ -113,6 +133,7 @@ def tier_economics(tier: TierSpec) -> TierEconomics:
             serving.tensor_parallel_size,
             max_num_seqs=serving.max_num_seqs,
             context_tokens=serving.max_model_len_tokens or tier.context_length_tokens,
+            price_per_gpu_hour_usd=price,
         )
         source = "serving"
     if tier.price_per_million_prompt_tokens_usd is not None:

@@ -220,7 +220,7 @@ def derive_engine_limits(
             f" {device.memory_bytes / 1e9:,.2f} GB); {smallest_text}"
         )
     if tier.gpus and tier.gpus != tp:
-        # tier.gpus prices the tier (cost_per_hour_usd); a mismatch would misprice it once cost is used.
+        # tier.gpus states the GPUs a replica holds; a mismatch with the planned layout would mislead.
         raise TierPlanningError(
             f"tier {tier.name!r}: gpus={tier.gpus} but the engine runs on TP={tp}; set gpus to {tp}"
         )

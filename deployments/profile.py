@@ -90,7 +90,10 @@ class TierSpec(_Strict):
     price_per_gpu_hour_usd: float = Field(
         default=0.0,
         ge=0.0,
-        description="USD per GPU-hour of this tier. Not yet used: nothing routes or reports by cost yet.",
+        description=(
+            "USD per GPU-hour of this tier; replaces the planner catalogue's price when pricing tokens"
+            " (deployments.economics). 0: the catalogue's price."
+        ),
     )
     gpus: int = Field(default=0, ge=0, description="GPUs one replica holds (0 on CPU).")
     context_length_tokens: int = Field(default=4096, ge=16)
@@ -135,11 +138,6 @@ class TierSpec(_Strict):
         if isinstance(data, dict) and not data.get("engine") and "name" in data:
             return {**data, "engine": data["name"]}
         return data
-
-    @property
-    def cost_per_hour_usd(self) -> float:
-        """USD per hour of one replica (price x GPUs). Not yet used: nothing reads it yet."""
-        return self.price_per_gpu_hour_usd * max(self.gpus, 1 if self.price_per_gpu_hour_usd else 0)
 
 
 StreamMode = Literal["buffer", "commit"]

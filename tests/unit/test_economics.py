@@ -45,3 +45,19 @@ def test_profile_prices_override_the_plan_and_a_bare_tier_gets_the_generic_prior
     econ = tier_economics(priced)
     assert econ.cost_usd(2_000_000, 1_000_000) == pytest.approx(3.0)
     assert econ.prior != GENERIC_PRIOR
+
+
+def test_the_profile_gpu_price_reprices_tokens() -> None:
+    def tier(price: float) -> TierSpec:
+        return TierSpec(
+            name="t",
+            endpoint="http://127.0.0.1:1/v1",
+            upstream_model="m",
+            latency_plan="llama-3.1-8b@h100-80gb",
+            price_per_gpu_hour_usd=price,
+        )
+
+    listed, doubled = tier_economics(tier(0.0)), tier_economics(tier(2 * 2.0))
+    base = tier_economics(tier(2.0))
+    assert doubled.output_usd_per_million == pytest.approx(2 * base.output_usd_per_million)
+    assert listed.output_usd_per_million > 0

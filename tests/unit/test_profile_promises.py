@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel
 
-from deployments.profile import GatewaySpec, LatencyClassSpec, TierSpec
+from deployments.profile import GatewaySpec, LatencyClassSpec
 
 
 @pytest.mark.parametrize(
@@ -13,13 +13,8 @@ from deployments.profile import GatewaySpec, LatencyClassSpec, TierSpec
     [
         (LatencyClassSpec, "budget_ms"),
         (GatewaySpec, "admin_key"),
-        (TierSpec, "price_per_gpu_hour_usd"),
     ],
 )
 def test_fields_without_behaviour_say_not_yet_used(model: type[BaseModel], field: str) -> None:
     description = model.model_fields[field].description or ""
     assert "Not yet used" in description
-
-
-def test_the_tier_price_property_says_it_is_not_yet_used() -> None:
-    assert "Not yet used" in (TierSpec.cost_per_hour_usd.__doc__ or "")
