@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from deployments.profile import Profile, load_profile, profile_from_upstreams, with_env_overrides
 from gateway import __version__, logs
-from gateway.errors import MethodNotAllowed, NotFound, TiergateError, render
+from gateway.errors import HTTPError, InternalError, MethodNotAllowed, NotFound, render
 from gateway.middleware import AuthMiddleware, BodyLimitMiddleware, RequestContextMiddleware
 from gateway.protocol import ChatCompletionRequest
 from gateway.routes import ChatFastPath, chat_route, router
@@ -85,8 +85,8 @@ def create_app(profile: Profile, *, scorer: Scorer | None = None, probe_interval
     app.router.routes.append(chat_route)
     app.include_router(router)
 
-    @app.exception_handler(TiergateError)
-    async def _tiergate_error(_: Request, exc: TiergateError) -> Response:
+    @app.exception_handler(HTTPError)
+    async def _tiergate_error(_: Request, exc: HTTPError) -> Response:
         return render(exc)
 
     @app.exception_handler(StarletteHTTPException)
@@ -95,12 +95,12 @@ def create_app(profile: Profile, *, scorer: Scorer | None = None, probe_interval
             return render(MethodNotAllowed("Method not allowed for this route."))
         if exc.status_code == 404:
             return render(NotFound("No such route.", code="not_found"))
-        return render(TiergateError(str(exc.detail)), {"x-status": str(exc.status_code)})
+        return render(InternalError(str(exc.detail)), {"x-status": str(exc.status_code)})
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:
         log.exception("unhandled error")
-        return render(TiergateError("Internal error in the gateway.", code="internal_error"))
+        return render(InternalError("Internal error in the gateway."))
 
     def openapi() -> dict[str, Any]:
         # The chat route is a plain ASGI endpoint (see routes.py), so FastAPI cannot describe it;

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import AuthenticationFailed, PayloadTooLarge, TiergateError, error_body
+from gateway.errors import AuthenticationFailed, PayloadTooLarge, render
 from gateway.metrics import GatewayMetrics
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -65,13 +65,6 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
         if key == name:
             return bytes(value)
     return None
-
-
-async def _send_error(send: Send, err: TiergateError) -> None:
-    headers = [(b"content-type", b"application/json")]
-    headers += [(k.encode(), v.encode()) for k, v in err.headers.items()]
-    await send({"type": "http.response.start", "status": err.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": error_body(err)})
 
 
 class RequestContextMiddleware:
@@ -171,7 +164,7 @@ class AuthMiddleware:
                 if hmac.compare_digest(presented, key):
                     matched = kid
         if matched is None:
-            await _send_error(send, AuthenticationFailed())
+            await render(AuthenticationFailed())(scope, receive, send)
             return
         context_of(scope).key_id = matched
         await self.app(scope, receive, send)
@@ -195,8 +188,7 @@ class BodyLimitMiddleware:
         if scope["type"] == "http":
             declared = _header(scope, b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-                await _send_error(
-                    send, PayloadTooLarge(f"Request body exceeds the limit of {self.max_body_bytes} bytes.")
-                )
+                too_large = PayloadTooLarge(f"Request body exceeds the limit of {self.max_body_bytes} bytes.")
+                await render(too_large)(scope, receive, send)
                 return
         await self.app(scope, receive, send)

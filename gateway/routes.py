@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.errors import TiergateError, render
+from gateway.errors import HTTPError, render
 from gateway.metrics import CONTENT_TYPE
 from gateway.state import AppState
 
@@ -63,7 +63,7 @@ class ChatFastPath:
             return
         try:
             await chat_endpoint(scope, receive, send)
-        except TiergateError as err:
+        except HTTPError as err:
             await render(err)(scope, receive, send)
 
 

@@ -6,8 +6,8 @@ Route handlers stay a line long; everything a request goes through is here, in t
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeGuard, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeGuard
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
@@ -15,12 +15,12 @@ from starlette.responses import Response
 
 from deployments.profile import LATENCY_CLASSES, LatencyClass, Profile
 from gateway.admission import TierAdmission, estimate_prompt_tokens
-from gateway.disconnect import DisconnectWatch
+from gateway.disconnect import ClientClosed, unless_disconnected
 from gateway.errors import (
+    HTTPError,
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
-    TiergateError,
     UpstreamFailed,
     error_body,
 )
@@ -32,12 +32,7 @@ from gateway.tiers import Tier, TierRegistry
 from gateway.upstream import UpstreamClient, UpstreamStream
 from router.runtime.policy import PolicyConfig, RoutingRequest, Scorer, decide
 
-T = TypeVar("T")
 LATENCY_HEADER = "x-tiergate-latency-class"
-
-
-class ClientClosed(Exception):
-    """The caller went away; the upstream request has been cancelled."""
 
 
 def policy_config(profile: Profile) -> PolicyConfig:
@@ -95,7 +90,7 @@ class ChatService:
             except BaseException:
                 gate.release(cost)
                 raise
-        except TiergateError as err:
+        except HTTPError as err:
             ctx.error_code = err.code or err.error_type
             if err.counts_as_tier_failure and ctx.tier:
                 self.metrics.upstream_errors.labels(ctx.tier, err.error_type).inc()
@@ -171,8 +166,8 @@ class ChatService:
                 ctx.tier, ctx.route_reason = name, f"overflow-from-{tier.name}"
                 return self.tiers.by_name[name], other, cost
         try:
-            cost = await _unless_disconnected(request, gate.admit(tokens, realtime=realtime))
-        except TiergateError:
+            cost = await unless_disconnected(request.receive, gate.admit(tokens, realtime=realtime))
+        except HTTPError:
             self.metrics.admission_rejections.labels(tier.name, "refused").inc()
             raise
         return tier, gate, cost
@@ -186,7 +181,9 @@ class ChatService:
 
     async def _complete(self, request: Request, ctx: RequestContext, tier: Tier, body: bytes) -> Response:
         t = time.perf_counter()
-        reply = await _unless_disconnected(request, self.client.complete(tier.chat_url, body, timeout_s=self.timeout_s))
+        reply = await unless_disconnected(
+            request.receive, self.client.complete(tier.chat_url, body, timeout_s=self.timeout_s)
+        )
         now = time.perf_counter()
         ctx.upstream_s += now - t
         ctx.ttft_s = now - ctx.t0
@@ -210,8 +207,8 @@ class ChatService:
         release: Callable[[], None],
     ) -> Response:
         t = time.perf_counter()
-        stream = await _unless_disconnected(
-            request, self.client.open_stream(tier.chat_url, body, timeout_s=self.timeout_s)
+        stream = await unless_disconnected(
+            request.receive, self.client.open_stream(tier.chat_url, body, timeout_s=self.timeout_s)
         )
         ctx.upstream_s += time.perf_counter() - t
         opts = parsed.checked.stream_options
@@ -260,7 +257,7 @@ async def _relay(
             data = b"".join(out)
             if data:
                 yield data
-    except TiergateError as err:
+    except HTTPError as err:
         # Headers are gone; the OpenAI SDK raises on an event carrying an "error" object.
         ctx.error_code = err.code or err.error_type
         yield b"data: " + error_body(err) + b"\n\n"
@@ -291,10 +288,3 @@ def _relay_event(ctx: RequestContext, payload: bytes, tier_name: str, wants_usag
             return b""
         obj.pop("usage", None)
     return b"data: " + orjson.dumps(obj) + b"\n\n"
-
-
-async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Await `work`, cancelling it (and so the upstream request) if the caller disconnects."""
-    async with DisconnectWatch(request.receive):
-        return await work
-    raise ClientClosed  # reached only when the watch absorbed the caller's disconnect
