@@ -18,46 +18,17 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.context import SCOPE_KEY, RequestContext, context_of
 from gateway.errors import AuthenticationFailed, PayloadTooLarge, render
 from gateway.metrics import GatewayMetrics
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 CHAT_PATH = "/v1/chat/completions"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
-
-@dataclass(slots=True)
-class RequestContext:
-    """Per-request facts the service fills in and the outer middleware reports."""
-
-    request_id: str
-    t0: float
-    key_id: str = "-"
-    tier: str | None = None
-    latency_class: str | None = None
-    route_reason: str | None = None
-    stream: bool = False
-    status: int = 0
-    # Seconds spent waiting on the tier; subtracted from wall time to give the gateway's overhead.
-    upstream_s: float = 0.0
-    ttft_s: float | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    error_code: str | None = None
-    client_closed: bool = False
-    extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-
-
-def context_of(scope: Scope) -> RequestContext:
-    ctx = scope.get("tiergate")
-    if not isinstance(ctx, RequestContext):
-        raise RuntimeError("RequestContextMiddleware is not installed")
-    return ctx
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -81,7 +52,7 @@ class RequestContextMiddleware:
         given = _header(scope, b"x-request-id")
         rid = given.decode("latin-1") if given and _REQUEST_ID.match(given.decode("latin-1")) else None
         ctx = RequestContext(request_id=rid or os.urandom(8).hex(), t0=t0)
-        scope["tiergate"] = ctx
+        scope[SCOPE_KEY] = ctx
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -166,7 +137,7 @@ class AuthMiddleware:
         if matched is None:
             await render(AuthenticationFailed())(scope, receive, send)
             return
-        context_of(scope).key_id = matched
+        context_of(scope).authenticated(matched)
         await self.app(scope, receive, send)
 
 

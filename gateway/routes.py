@@ -36,9 +36,8 @@ class ChatCompletionsEndpoint:
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive, send)
-        response = await _state(request).service.chat_completions(request)
-        await response(scope, receive, send)
+        state: AppState = scope["app"].state.tiergate
+        await state.service.serve(scope, receive, send)
 
 
 chat_endpoint = ChatCompletionsEndpoint()
