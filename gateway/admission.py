@@ -14,8 +14,10 @@ What a request holds is a `Lease`: taken once at admission, released exactly onc
 finishes the request (the chat service, after the last byte went out or the request failed),
 however it ends. Releasing twice is harmless, so no exit path needs to know what another did.
 
-Prompt tokens are estimated as UTF-8 bytes / 4 (the gateway has no tokenizer for every tier); the
-estimate errs high for non-English text, which only makes admission more careful.
+Prompt tokens are estimated with the router's `CHARS_PER_TOKEN` (the gateway has no tokenizer for
+every tier), counted over UTF-8 bytes rather than characters: the same number as the router's
+estimate for ASCII text, and higher for other scripts (a CJK character is about one token, not a
+quarter), which only makes admission more careful.
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.errors import Overloaded
-
-BYTES_PER_TOKEN = 4.0
+from router.runtime.prompt_features import CHARS_PER_TOKEN
 
 
 def estimate_prompt_tokens(text: str) -> int:
-    return math.ceil(len(text.encode("utf-8", "replace")) / BYTES_PER_TOKEN) + 1
+    """Tokens a prompt will hold in the KV cache, erring high; see the module docstring."""
+    return math.ceil(len(text.encode("utf-8", "replace")) / CHARS_PER_TOKEN) + 1
 
 
 @dataclass(slots=True)
