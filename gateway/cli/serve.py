@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from deployments.profile import ProfileError, load_profile, profile_from_upstreams
+from deployments.profile import ProfileError, load_profile, profile_from_upstreams, with_env_overrides
 
 
 def _parse_upstream(item: str) -> tuple[str, str]:
@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
         """
         import uvicorn
 
-        from gateway.app import ENV_PROFILE, ENV_UPSTREAMS
+        from gateway.settings import GatewaySettings
 
         if bool(profile) == bool(upstream):
             raise typer.BadParameter("give either --profile or one or more --upstream NAME=URL")
@@ -49,22 +49,19 @@ def register(app: typer.Typer) -> None:
             if upstream:
                 pairs = [_parse_upstream(u) for u in upstream]
                 resolved = profile_from_upstreams(pairs, host=host or "127.0.0.1", port=port or 8000)
-                os.environ[ENV_UPSTREAMS] = ",".join(f"{n}={u}" for n, u in pairs)
-                os.environ["TIERGATE_HOST"] = host or "127.0.0.1"
-                os.environ["TIERGATE_PORT"] = str(port or 8000)
+                resolved = with_env_overrides(resolved)
             else:
                 assert profile is not None
                 resolved = load_profile(profile)
-                os.environ[ENV_PROFILE] = profile
         except ProfileError as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(2) from None
         gw = resolved.gateway
         bind_host, bind_port = host or gw.host, port or gw.port
         level = log_level or gw.log_level
-        # Each worker process (this one too, with one worker) configures its logging from this
-        # in gateway.app.app_from_env, after uvicorn has set up its own loggers.
-        os.environ["TIERGATE_LOG_LEVEL"] = level
+        # The one channel to the worker processes (this one too, with one worker): see gateway/settings.py.
+        settings = GatewaySettings.model_validate({"profile": resolved, "log_level": level.lower()})
+        os.environ.update(settings.to_env())
         tiers = ", ".join(f"{t.name} -> {t.endpoint}" for t in resolved.tiers)
         typer.echo(f"tiergate gateway on http://{bind_host}:{bind_port}/v1 ({workers} worker(s)); tiers: {tiers}")
         uvicorn.run(

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from deployments.profile import load_profile
 from gateway.app import create_app
+from gateway.settings import GatewaySettings
 
 
 def test_openapi_describes_the_chat_route_with_its_request_schema() -> None:
-    schema = create_app(load_profile("test-fake", apply_env=False)).openapi()
+    schema = create_app(GatewaySettings(profile=load_profile("test-fake", apply_env=False))).openapi()
     op = schema["paths"]["/v1/chat/completions"]["post"]
     ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     body = schema["components"]["schemas"][ref.rsplit("/", 1)[-1]]
