@@ -17,38 +17,12 @@ from starlette.responses import Response
 from gateway import __version__, logs
 from gateway.errors import HTTPError, InternalError, MethodNotAllowed, NotFound, render
 from gateway.middleware import AuthMiddleware, BodyLimitMiddleware, RequestContextMiddleware
-from gateway.protocol import ChatCompletionRequest
-from gateway.routes import ChatFastPath, chat_route, router
+from gateway.routes import ChatEndpoint, router
 from gateway.settings import GatewaySettings
 from gateway.state import AppState
 from router.runtime.policy import Scorer
 
 log = logging.getLogger("tiergate")
-
-_ERROR = {"description": "OpenAI-shaped error: {error: {message, type, param, code}}"}
-_CHAT_OPERATION: dict[str, Any] = {
-    "summary": "Create a chat completion (model=auto routes; a tier name pins it)",
-    "operationId": "create_chat_completion",
-    "parameters": [
-        {
-            "name": "x-tiergate-latency-class",
-            "in": "header",
-            "required": False,
-            "schema": {"type": "string", "enum": ["realtime", "interactive", "batch"]},
-        }
-    ],
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}},
-    },
-    "responses": {
-        "200": {
-            "description": "A chat.completion object, or a text/event-stream of chat.completion.chunk events",
-            "content": {"application/json": {}, "text/event-stream": {}},
-        },
-        **{code: _ERROR for code in ("400", "401", "404", "413", "502", "503", "504")},
-    },
-}
 
 
 def create_app(
@@ -85,7 +59,6 @@ def create_app(
         redoc_url=None,
     )
     app.state.tiergate = state
-    app.router.routes.append(chat_route)
     app.include_router(router)
 
     @app.exception_handler(HTTPError)
@@ -106,16 +79,11 @@ def create_app(
         return render(InternalError("Internal error in the gateway."))
 
     def openapi() -> dict[str, Any]:
-        # The chat route is a plain ASGI endpoint (see routes.py), so FastAPI cannot describe it;
-        # describe it here from the same pydantic model that validates requests.
+        # The chat endpoint is not a FastAPI route (see routes.ChatEndpoint), so it describes itself.
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-            schema.setdefault("components", {}).setdefault("schemas", {})
-            body_schema = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-            for name, sub in body_schema.pop("$defs", {}).items():
-                schema["components"]["schemas"][name] = sub
-            schema["components"]["schemas"]["ChatCompletionRequest"] = body_schema
-            schema["paths"]["/v1/chat/completions"] = {"post": _CHAT_OPERATION}
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            schema["paths"][ChatEndpoint.path] = ChatEndpoint.openapi_path(components)
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -123,11 +91,13 @@ def create_app(
 
     # add_middleware puts each new layer outside the previous: this reads innermost first.
     gw = profile.gateway
-    app.add_middleware(ChatFastPath)
+    app.add_middleware(ChatEndpoint, service=state.service)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=gw.max_body_bytes)
     app.add_middleware(AuthMiddleware, api_keys=[k.get_secret_value() for k in gw.api_keys])
     sink = (access_sink or logs.logger_sink()) if gw.access_log else None
-    app.add_middleware(RequestContextMiddleware, metrics=state.metrics, access_sink=sink)
+    app.add_middleware(
+        RequestContextMiddleware, metrics=state.metrics, access_sink=sink, metered_path=ChatEndpoint.path
+    )
     return app
 
 

@@ -27,7 +27,6 @@ from gateway.errors import AuthenticationFailed, PayloadTooLarge, render
 from gateway.metrics import GatewayMetrics
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-CHAT_PATH = "/v1/chat/completions"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -39,8 +38,17 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, metrics: GatewayMetrics, access_sink: Callable[[str], None] | None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: GatewayMetrics,
+        access_sink: Callable[[str], None] | None,
+        metered_path: str,
+    ) -> None:
+        """`metered_path`: the one path whose requests the request metrics count (the chat endpoint)."""
         self.app = app
+        self.metered_path = metered_path
         self.metrics = metrics
         self.access_sink = access_sink
 
@@ -66,7 +74,7 @@ class RequestContextMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        is_chat = scope["path"] == CHAT_PATH
+        is_chat = scope["path"] == self.metered_path
         if is_chat:
             self.metrics.in_flight.inc()
         try:
