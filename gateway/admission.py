@@ -10,8 +10,14 @@ caller needs < 100 ms): a realtime request is only admitted while the tier runs 
 `realtime_max_seqs` sequences, and it never queues — it is better sent to another tier or refused
 fast than answered late.
 
-Prompt tokens are estimated as UTF-8 bytes / 4 (the gateway has no tokenizer for every tier); the
-estimate errs high for non-English text, which only makes admission more careful.
+What a request holds is a `Lease`: taken once at admission, released exactly once by whoever
+finishes the request (the chat service, after the last byte went out or the request failed),
+however it ends. Releasing twice is harmless, so no exit path needs to know what another did.
+
+Prompt tokens are estimated with the router's `CHARS_PER_TOKEN` (the gateway has no tokenizer for
+every tier), counted over UTF-8 bytes rather than characters: the same number as the router's
+estimate for ASCII text, and higher for other scripts (a CJK character is about one token, not a
+quarter), which only makes admission more careful.
 """
 
 from __future__ import annotations
@@ -19,21 +25,53 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.errors import Overloaded
-
-BYTES_PER_TOKEN = 4.0
+from router.runtime.prompt_features import CHARS_PER_TOKEN
 
 
 def estimate_prompt_tokens(text: str) -> int:
-    return math.ceil(len(text.encode("utf-8", "replace")) / BYTES_PER_TOKEN) + 1
+    """Tokens a prompt will hold in the KV cache, erring high; see the module docstring."""
+    return math.ceil(len(text.encode("utf-8", "replace")) / CHARS_PER_TOKEN) + 1
 
 
 @dataclass(slots=True)
 class _Waiter:
     tokens: int
     future: asyncio.Future[None]
+
+
+class Lease:
+    """One request's share of a tier: its KV budget and, while streaming, its open connection."""
+
+    __slots__ = ("_closers", "_cost", "_gate", "released")
+
+    def __init__(self, gate: TierAdmission, cost: int) -> None:
+        self._gate = gate
+        self._cost = cost
+        self._closers: list[Callable[[], None]] = []
+        self.released = False
+
+    @property
+    def tier(self) -> str:
+        return self._gate.name
+
+    def hold(self, close: Callable[[], None]) -> None:
+        """Close this resource too on release (the tier's open stream: the tier then stops generating)."""
+        self._closers.append(close)
+
+    def release(self) -> None:
+        """Give everything back; every call after the first does nothing."""
+        if self.released:
+            return
+        self.released = True
+        try:
+            for close in self._closers:
+                close()
+        finally:
+            self._gate.release(self._cost)
 
 
 class TierAdmission:
@@ -110,6 +148,15 @@ class TierAdmission:
                 self._queue.remove(waiter)
             raise
         return cost
+
+    def try_lease(self, tokens: int, *, realtime: bool = False) -> Lease | None:
+        """`try_admit`, as a Lease."""
+        cost = self.try_admit(tokens, realtime=realtime)
+        return None if cost is None else Lease(self, cost)
+
+    async def lease(self, tokens: int, *, realtime: bool = False) -> Lease:
+        """`admit`, as a Lease."""
+        return Lease(self, await self.admit(tokens, realtime=realtime))
 
     def release(self, cost: int) -> None:
         self.in_flight_tokens -= cost

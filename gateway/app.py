@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -14,54 +14,31 @@ from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from deployments.profile import Profile, load_profile, profile_from_upstreams, with_env_overrides
 from gateway import __version__, logs
-from gateway.errors import MethodNotAllowed, NotFound, TiergateError, render
+from gateway.errors import HTTPError, InternalError, MethodNotAllowed, NotFound, render
 from gateway.middleware import AuthMiddleware, BodyLimitMiddleware, RequestContextMiddleware
-from gateway.protocol import ChatCompletionRequest
-from gateway.routes import ChatFastPath, chat_route, router
+from gateway.routes import ChatEndpoint, router
+from gateway.settings import GatewaySettings
 from gateway.state import AppState
 from router.runtime.policy import Scorer
 
 log = logging.getLogger("tiergate")
 
-# How `tiergate serve` hands the profile to each uvicorn worker process.
-ENV_PROFILE = "TIERGATE_PROFILE"
-ENV_UPSTREAMS = "TIERGATE_UPSTREAMS"  # "name=url,name=url", cheapest first
 
-
-_ERROR = {"description": "OpenAI-shaped error: {error: {message, type, param, code}}"}
-_CHAT_OPERATION: dict[str, Any] = {
-    "summary": "Create a chat completion (model=auto routes; a tier name pins it)",
-    "operationId": "create_chat_completion",
-    "parameters": [
-        {
-            "name": "x-tiergate-latency-class",
-            "in": "header",
-            "required": False,
-            "schema": {"type": "string", "enum": ["realtime", "interactive", "batch"]},
-        }
-    ],
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}},
-    },
-    "responses": {
-        "200": {
-            "description": "A chat.completion object, or a text/event-stream of chat.completion.chunk events",
-            "content": {"application/json": {}, "text/event-stream": {}},
-        },
-        **{code: _ERROR for code in ("400", "401", "404", "413", "502", "503", "504")},
-    },
-}
-
-
-def create_app(profile: Profile, *, scorer: Scorer | None = None, probe_interval_s: float = 5.0) -> FastAPI:
+def create_app(
+    settings: GatewaySettings,
+    *,
+    scorer: Scorer | None = None,
+    access_sink: Callable[[str], None] | None = None,
+) -> FastAPI:
+    """The gateway app. `scorer` replaces the profile's (tests); `access_sink` receives one JSON
+    access line per request (default: the `tiergate.access` logger, when enabled)."""
+    profile = settings.profile
     state = AppState(profile, scorer)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await state.start(probe_interval_s)
+        await state.start(settings.probe_interval_s)
         # Everything built so far (routes, pydantic models, the scorer) lives as long as the process:
         # move it out of the collector's sight. Full collections then scan only per-request garbage,
         # which took p99 at 32 concurrent requests from ~52 ms to ~21 ms on this machine.
@@ -82,11 +59,10 @@ def create_app(profile: Profile, *, scorer: Scorer | None = None, probe_interval
         redoc_url=None,
     )
     app.state.tiergate = state
-    app.router.routes.append(chat_route)
     app.include_router(router)
 
-    @app.exception_handler(TiergateError)
-    async def _tiergate_error(_: Request, exc: TiergateError) -> Response:
+    @app.exception_handler(HTTPError)
+    async def _tiergate_error(_: Request, exc: HTTPError) -> Response:
         return render(exc)
 
     @app.exception_handler(StarletteHTTPException)
@@ -95,24 +71,19 @@ def create_app(profile: Profile, *, scorer: Scorer | None = None, probe_interval
             return render(MethodNotAllowed("Method not allowed for this route."))
         if exc.status_code == 404:
             return render(NotFound("No such route.", code="not_found"))
-        return render(TiergateError(str(exc.detail)), {"x-status": str(exc.status_code)})
+        return render(InternalError(str(exc.detail)), {"x-status": str(exc.status_code)})
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:
         log.exception("unhandled error")
-        return render(TiergateError("Internal error in the gateway.", code="internal_error"))
+        return render(InternalError("Internal error in the gateway."))
 
     def openapi() -> dict[str, Any]:
-        # The chat route is a plain ASGI endpoint (see routes.py), so FastAPI cannot describe it;
-        # describe it here from the same pydantic model that validates requests.
+        # The chat endpoint is not a FastAPI route (see routes.ChatEndpoint), so it describes itself.
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-            schema.setdefault("components", {}).setdefault("schemas", {})
-            body_schema = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-            for name, sub in body_schema.pop("$defs", {}).items():
-                schema["components"]["schemas"][name] = sub
-            schema["components"]["schemas"]["ChatCompletionRequest"] = body_schema
-            schema["paths"]["/v1/chat/completions"] = {"post": _CHAT_OPERATION}
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            schema["paths"][ChatEndpoint.path] = ChatEndpoint.openapi_path(components)
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -120,28 +91,21 @@ def create_app(profile: Profile, *, scorer: Scorer | None = None, probe_interval
 
     # add_middleware puts each new layer outside the previous: this reads innermost first.
     gw = profile.gateway
-    app.add_middleware(ChatFastPath)
+    app.add_middleware(ChatEndpoint, service=state.service)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=gw.max_body_bytes)
     app.add_middleware(AuthMiddleware, api_keys=[k.get_secret_value() for k in gw.api_keys])
-    sink = logs.access_sink() if gw.access_log else None
-    app.add_middleware(RequestContextMiddleware, metrics=state.metrics, access_sink=sink)
+    sink = (access_sink or logs.logger_sink()) if gw.access_log else None
+    app.add_middleware(
+        RequestContextMiddleware, metrics=state.metrics, access_sink=sink, metered_path=ChatEndpoint.path
+    )
     return app
 
 
 def app_from_env() -> FastAPI:
-    """uvicorn factory for worker processes: the profile comes from the environment."""
-    upstreams = os.environ.get(ENV_UPSTREAMS)
-    if upstreams:
-        pairs = [tuple(item.split("=", 1)) for item in upstreams.split(",") if item]
-        profile = profile_from_upstreams(
-            [(name, url) for name, url in pairs],
-            host=os.environ.get("TIERGATE_HOST", "127.0.0.1"),
-            port=int(os.environ.get("TIERGATE_PORT", "8000")),
-        )
-        profile = with_env_overrides(profile)
-    else:
-        profile = load_profile(os.environ.get(ENV_PROFILE, "local-cpu"))
-    level = os.environ.get("TIERGATE_LOG_LEVEL")
-    if level:
-        logs.configure(level, access_log=profile.gateway.access_log)
-    return create_app(profile)
+    """uvicorn's factory for worker processes: settings come through gateway.settings.SETTINGS_ENV."""
+    settings = GatewaySettings.from_env(os.environ)
+    sink = None
+    if settings.log_level is not None:
+        # Here, not in `tiergate serve`: uvicorn sets up its own loggers in each worker first.
+        sink = logs.configure(settings.log_level, access_log=settings.profile.gateway.access_log)
+    return create_app(settings, access_sink=sink)

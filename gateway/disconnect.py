@@ -3,14 +3,26 @@
 The ASGI server reports a departed client as an `http.disconnect` message on `receive`. A watcher
 task waits for it and cancels the task doing the work; cancelling an aiohttp request closes its
 connection, and the tier (vLLM, or the fake) aborts the generation.
+
+`ClientClosed` is how the service learns of it mid-request. It is a control-flow signal, not an
+error: it sits outside the exception tree (router.errors / gateway.errors), is never rendered as
+an HTTP answer (nobody is left to read one) and is recorded as status 499 in metrics and logs.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from types import TracebackType
+from typing import TypeVar
 
 from starlette.types import Receive
+
+T = TypeVar("T")
+
+
+class ClientClosed(Exception):
+    """The caller went away; the work done for it has been cancelled. Caught by the service only."""
 
 
 class DisconnectWatch:
@@ -59,3 +71,13 @@ class DisconnectWatch:
             self._task.uncancel()
             return True
         return False
+
+
+async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it (and so any upstream request) if the caller disconnects.
+
+    Raises ClientClosed when the caller left before `work` finished.
+    """
+    async with DisconnectWatch(receive):
+        return await work
+    raise ClientClosed  # reached only when the watch absorbed the caller's disconnect

@@ -1,16 +1,27 @@
-"""The one exception tree of the gateway and the one function that renders it as OpenAI's error JSON.
+"""The gateway's HTTP errors, and the one function that renders them as OpenAI's error JSON.
 
-    TiergateError
-    ├── InvalidRequest          400  invalid_request_error   (param names the field)
-    ├── AuthenticationFailed    401  authentication_error    (WWW-Authenticate: Bearer)
-    ├── NotFound                404  invalid_request_error   (unknown model or route)
-    ├── MethodNotAllowed        405  invalid_request_error
-    ├── PayloadTooLarge         413  invalid_request_error
-    ├── RateLimited             429  rate_limit_error        (Retry-After)
-    ├── UpstreamRejected        4xx  passed through from the tier: the caller's fault, not the tier's
-    ├── UpstreamFailed          502  upstream_error          (connect error, 5xx, bad body)
-    ├── Overloaded              503  overloaded_error        (Retry-After)
-    └── UpstreamTimeout         504  timeout_error
+Every leaf is one HTTP answer: a status, an OpenAI error `type` and a default `code`. They hang
+under `router.errors.GatewayError`, so the product has one tree (see router/errors.py for the
+root and its config / launch branches):
+
+    TiergateError                           router.errors
+    └── GatewayError                        router.errors
+        └── HTTPError           500  internal_error          base of the leaves below; renders itself
+            ├── InternalError           500  internal_error          a fault in the gateway itself
+            ├── InvalidRequest          400  invalid_request_error   (param names the field)
+            ├── AuthenticationFailed    401  authentication_error    (WWW-Authenticate: Bearer)
+            ├── NotFound                404  invalid_request_error   (unknown model or route)
+            ├── MethodNotAllowed        405  invalid_request_error
+            ├── PayloadTooLarge         413  invalid_request_error
+            ├── UpstreamRejected        4xx  passed through from the tier: the caller's fault, not the tier's
+            ├── UpstreamFailed          502  upstream_error          (connect error, 5xx, bad body)
+            ├── Overloaded              503  overloaded_error        (Retry-After)
+            └── UpstreamTimeout         504  timeout_error
+
+`counts_as_tier_failure` marks the leaves that are the tier's fault (UpstreamFailed,
+UpstreamTimeout); bad requests never count against a tier.
+
+A caller who hangs up is not an error and not in this tree: see `gateway.disconnect.ClientClosed`.
 
 Messages are bounded and never contain server paths, keys or prompt text.
 """
@@ -22,10 +33,14 @@ from collections.abc import Mapping
 import orjson
 from starlette.responses import Response
 
+from router.errors import GatewayError
+
 MAX_MESSAGE_CHARS = 500
 
 
-class TiergateError(Exception):
+class HTTPError(GatewayError):
+    """An error with its HTTP answer; raise a leaf, catch this."""
+
     status_code = 500
     error_type = "internal_error"
     default_code: str | None = None
@@ -48,12 +63,18 @@ class TiergateError(Exception):
     counts_as_tier_failure = False
 
 
-class InvalidRequest(TiergateError):
+class InternalError(HTTPError):
+    """A fault in the gateway itself; the message never carries the cause's details."""
+
+    default_code = "internal_error"
+
+
+class InvalidRequest(HTTPError):
     status_code = 400
     error_type = "invalid_request_error"
 
 
-class AuthenticationFailed(TiergateError):
+class AuthenticationFailed(HTTPError):
     status_code = 401
     error_type = "authentication_error"
     default_code = "invalid_api_key"
@@ -62,37 +83,31 @@ class AuthenticationFailed(TiergateError):
         super().__init__(message, headers={"www-authenticate": 'Bearer realm="tiergate"'})
 
 
-class NotFound(TiergateError):
+class NotFound(HTTPError):
     status_code = 404
     error_type = "invalid_request_error"
 
 
-class MethodNotAllowed(TiergateError):
+class MethodNotAllowed(HTTPError):
     status_code = 405
     error_type = "invalid_request_error"
     default_code = "method_not_allowed"
 
 
-class PayloadTooLarge(TiergateError):
+class PayloadTooLarge(HTTPError):
     status_code = 413
     error_type = "invalid_request_error"
     default_code = "request_too_large"
 
 
-class _RetryLater(TiergateError):
+class _RetryLater(HTTPError):
     """A refusal the caller should retry: carries Retry-After in whole seconds (at least 1)."""
 
     def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
         super().__init__(message, headers={"retry-after": str(max(retry_after_s, 1))})
 
 
-class RateLimited(_RetryLater):
-    status_code = 429
-    error_type = "rate_limit_error"
-    default_code = "rate_limit_exceeded"
-
-
-class UpstreamRejected(TiergateError):
+class UpstreamRejected(HTTPError):
     """The tier refused the request as invalid (4xx): reported to the caller with the tier's status."""
 
     error_type = "invalid_request_error"
@@ -102,7 +117,7 @@ class UpstreamRejected(TiergateError):
         self.status_code = status_code
 
 
-class UpstreamFailed(TiergateError):
+class UpstreamFailed(HTTPError):
     status_code = 502
     error_type = "upstream_error"
     default_code = "upstream_failed"
@@ -116,7 +131,7 @@ class Overloaded(_RetryLater):
     default_code = "overloaded"
 
 
-class UpstreamTimeout(TiergateError):
+class UpstreamTimeout(HTTPError):
     status_code = 504
     error_type = "timeout_error"
     default_code = "upstream_timeout"
@@ -124,13 +139,13 @@ class UpstreamTimeout(TiergateError):
     counts_as_tier_failure = True
 
 
-def error_body(err: TiergateError) -> bytes:
+def error_body(err: HTTPError) -> bytes:
     return orjson.dumps(
         {"error": {"message": err.message, "type": err.error_type, "param": err.param, "code": err.code}}
     )
 
 
-def render(err: TiergateError, extra_headers: Mapping[str, str] | None = None) -> Response:
+def render(err: HTTPError, extra_headers: Mapping[str, str] | None = None) -> Response:
     """The single place where an error becomes an HTTP response."""
     headers = dict(err.headers)
     if extra_headers:

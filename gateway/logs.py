@@ -4,6 +4,9 @@ The access log writes one JSON line per request. Writing and flushing each line 
 per request (~50 us here, more than the gateway's whole overhead budget), so access lines are
 buffered and written together: when 256 are waiting, or every 250 ms by a background thread,
 and at exit.
+
+`configure` returns the function the gateway writes access lines to; the app factory hands it to
+`create_app`, so no module keeps a handler of its own.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ class BatchedStreamHandler(logging.Handler):
         super().__init__()
         self.stream = stream
         self.max_lines = max_lines
+        # A lock of our own for the line buffer: the hot path and the flushing thread both touch it.
+        self._lines_lock = threading.Lock()
         self._lines: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, args=(interval_s,), name="access-log", daemon=True)
@@ -39,14 +44,14 @@ class BatchedStreamHandler(logging.Handler):
 
     def write_line(self, line: str) -> None:
         """Queue one finished line; the hot path calls this directly, skipping LogRecord."""
-        with self.lock or threading.Lock():
+        with self._lines_lock:
             self._lines.append(line)
             full = len(self._lines) >= self.max_lines
         if full:
             self.flush()
 
     def flush(self) -> None:
-        with self.lock or threading.Lock():
+        with self._lines_lock:
             if not self._lines:
                 return
             text = "\n".join(self._lines) + "\n"
@@ -67,22 +72,17 @@ class BatchedStreamHandler(logging.Handler):
         super().close()
 
 
-_batched: BatchedStreamHandler | None = None
-
-
-def access_sink() -> Callable[[str], None] | None:
-    """Where the gateway writes access lines: the batched handler when `configure` installed it,
-    else the `tiergate.access` logger (so embedding apps keep their own logging), else nowhere."""
+def logger_sink() -> Callable[[str], None] | None:
+    """Access lines for an app whose logging is not ours to configure (tests, embedding apps):
+    the `tiergate.access` logger when it is enabled for INFO, else nowhere."""
     access = logging.getLogger(ACCESS_LOGGER)
     if access.disabled or not access.isEnabledFor(logging.INFO):
         return None
-    if _batched is not None and access.handlers == [_batched]:
-        return _batched.write_line
     return access.info
 
 
-def configure(level: str, *, access_log: bool = True, stream: TextIO | None = None) -> None:
-    global _batched
+def configure(level: str, *, access_log: bool = True, stream: TextIO | None = None) -> Callable[[str], None] | None:
+    """Set up a worker's logging; returns where access lines go (None when the access log is off)."""
     out = stream or sys.stderr
     root = logging.getLogger()
     root.setLevel(level.upper())
@@ -98,4 +98,5 @@ def configure(level: str, *, access_log: bool = True, stream: TextIO | None = No
     # The message is already a JSON object with its own fields; a prefix would make it unparsable.
     batched.setFormatter(logging.Formatter("%(message)s"))
     access.handlers[:] = [batched]
-    _batched = batched
+    # The hot path writes finished lines to the handler directly, skipping LogRecord.
+    return batched.write_line if access_log else None

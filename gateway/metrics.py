@@ -6,11 +6,13 @@ children are cached per tier so the hot path does one dict lookup, not a label r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import Metric
 
 # Seconds. Gateway overhead lives in the sub-millisecond range; tiers in the 10 ms - 60 s range.
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
@@ -18,8 +20,20 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
-# The *_created series double the exposition size and no dashboard of ours reads them.
-disable_created_metrics()  # type: ignore[no-untyped-call]
+
+class _Registry(CollectorRegistry):
+    """A registry that leaves the *_created series out of its exposition.
+
+    They double its size and no dashboard of ours reads them. prometheus_client's own switch
+    (disable_created_metrics) is process-wide, which would change every other registry in an
+    embedding process; filtering here touches only the gateway's, at scrape time only.
+    """
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in super().collect():
+            created = metric.name + "_created"
+            metric.samples = [s for s in metric.samples if s.name != created]
+            yield metric
 
 
 class AdmissionView(Protocol):
@@ -41,7 +55,7 @@ class _TierChildren:
 
 class GatewayMetrics:
     def __init__(self, tier_names: list[str], router_version: str, policy: str) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = _Registry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
             "tiergate_requests", "Chat requests by tier and HTTP status.", ["tier", "status"], registry=r

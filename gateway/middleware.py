@@ -18,46 +18,16 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import AuthenticationFailed, PayloadTooLarge, TiergateError, error_body
+from gateway.context import SCOPE_KEY, RequestContext, context_of
+from gateway.errors import AuthenticationFailed, PayloadTooLarge, render
 from gateway.metrics import GatewayMetrics
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-CHAT_PATH = "/v1/chat/completions"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
-
-@dataclass(slots=True)
-class RequestContext:
-    """Per-request facts the service fills in and the outer middleware reports."""
-
-    request_id: str
-    t0: float
-    key_id: str = "-"
-    tier: str | None = None
-    latency_class: str | None = None
-    route_reason: str | None = None
-    stream: bool = False
-    status: int = 0
-    # Seconds spent waiting on the tier; subtracted from wall time to give the gateway's overhead.
-    upstream_s: float = 0.0
-    ttft_s: float | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    error_code: str | None = None
-    client_closed: bool = False
-    extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-
-
-def context_of(scope: Scope) -> RequestContext:
-    ctx = scope.get("tiergate")
-    if not isinstance(ctx, RequestContext):
-        raise RuntimeError("RequestContextMiddleware is not installed")
-    return ctx
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -67,16 +37,18 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-async def _send_error(send: Send, err: TiergateError) -> None:
-    headers = [(b"content-type", b"application/json")]
-    headers += [(k.encode(), v.encode()) for k, v in err.headers.items()]
-    await send({"type": "http.response.start", "status": err.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": error_body(err)})
-
-
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, metrics: GatewayMetrics, access_sink: Callable[[str], None] | None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: GatewayMetrics,
+        access_sink: Callable[[str], None] | None,
+        metered_path: str,
+    ) -> None:
+        """`metered_path`: the one path whose requests the request metrics count (the chat endpoint)."""
         self.app = app
+        self.metered_path = metered_path
         self.metrics = metrics
         self.access_sink = access_sink
 
@@ -88,7 +60,7 @@ class RequestContextMiddleware:
         given = _header(scope, b"x-request-id")
         rid = given.decode("latin-1") if given and _REQUEST_ID.match(given.decode("latin-1")) else None
         ctx = RequestContext(request_id=rid or os.urandom(8).hex(), t0=t0)
-        scope["tiergate"] = ctx
+        scope[SCOPE_KEY] = ctx
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -102,7 +74,7 @@ class RequestContextMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        is_chat = scope["path"] == CHAT_PATH
+        is_chat = scope["path"] == self.metered_path
         if is_chat:
             self.metrics.in_flight.inc()
         try:
@@ -171,9 +143,9 @@ class AuthMiddleware:
                 if hmac.compare_digest(presented, key):
                     matched = kid
         if matched is None:
-            await _send_error(send, AuthenticationFailed())
+            await render(AuthenticationFailed())(scope, receive, send)
             return
-        context_of(scope).key_id = matched
+        context_of(scope).authenticated(matched)
         await self.app(scope, receive, send)
 
 
@@ -195,8 +167,7 @@ class BodyLimitMiddleware:
         if scope["type"] == "http":
             declared = _header(scope, b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-                await _send_error(
-                    send, PayloadTooLarge(f"Request body exceeds the limit of {self.max_body_bytes} bytes.")
-                )
+                too_large = PayloadTooLarge(f"Request body exceeds the limit of {self.max_body_bytes} bytes.")
+                await render(too_large)(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -80,6 +80,73 @@ class ChatCompletionRequest(BaseModel):
 KNOWN_FIELDS = frozenset(ChatCompletionRequest.model_fields)
 
 
+# --- What the gateway answers. The tier's own JSON is relayed with `model` renamed, so these models
+# describe the answer (for the OpenAPI document) rather than re-validate it on the hot path.
+
+
+class Usage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class Choice(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    index: int
+    message: dict[str, Any]
+    finish_reason: str | None = None
+
+
+class ChatCompletion(BaseModel):
+    """A non-streaming answer: the tier's, with `model` set to the tier's name."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str = Field(description="The tier that answered.")
+    choices: list[Choice]
+    usage: Usage | None = None
+
+
+class ChunkChoice(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    index: int
+    delta: dict[str, Any]
+    finish_reason: str | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One `data:` event of a streamed answer; the stream ends with `data: [DONE]`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str = Field(description="The tier that answers.")
+    choices: list[ChunkChoice]
+    usage: Usage | None = Field(default=None, description="Last chunk only, when stream_options.include_usage.")
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str = Field(description="OpenAI's error type, e.g. invalid_request_error, overloaded_error.")
+    param: str | None = Field(description="The request field at fault, when there is one.")
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """Every error the gateway answers, in OpenAI's shape (gateway.errors renders it)."""
+
+    error: ErrorDetail
+
+
 class ParsedRequest:
     """A validated request: the checked view plus the caller's original JSON object."""
 

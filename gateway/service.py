@@ -6,38 +6,32 @@ Route handlers stay a line long; everything a request goes through is here, in t
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeGuard, TypeVar
+from typing import TypeGuard
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from deployments.profile import LATENCY_CLASSES, LatencyClass, Profile
-from gateway.admission import TierAdmission, estimate_prompt_tokens
-from gateway.disconnect import DisconnectWatch
+from gateway.admission import Lease, TierAdmission, estimate_prompt_tokens
+from gateway.context import RequestContext, context_of
+from gateway.disconnect import ClientClosed, unless_disconnected
 from gateway.errors import (
+    HTTPError,
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
-    TiergateError,
     UpstreamFailed,
-    error_body,
 )
 from gateway.metrics import GatewayMetrics
-from gateway.middleware import RequestContext, context_of
 from gateway.protocol import ParsedRequest, parse_chat_request
-from gateway.streaming import SSEResponse
+from gateway.streaming import SSEResponse, relay
 from gateway.tiers import Tier, TierRegistry
-from gateway.upstream import UpstreamClient, UpstreamStream
+from gateway.upstream import UpstreamClient
 from router.runtime.policy import PolicyConfig, RoutingRequest, Scorer, decide
 
-T = TypeVar("T")
 LATENCY_HEADER = "x-tiergate-latency-class"
-
-
-class ClientClosed(Exception):
-    """The caller went away; the upstream request has been cancelled."""
 
 
 def policy_config(profile: Profile) -> PolicyConfig:
@@ -73,36 +67,41 @@ class ChatService:
         self.default_class = profile.routing.default_latency_class
         self.admission = admission
 
-    async def chat_completions(self, request: Request) -> Response:
-        ctx = context_of(request.scope)
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one chat request end to end, response included.
+
+        The request's lease on its tier is released here, in one place, however the request ends:
+        answered, failed, abandoned by its caller, or torn down before the first byte went out.
+        Errors propagate to the caller of `serve`, which renders them (the lease is back by then).
+        """
+        request = Request(scope, receive, send)
+        ctx = context_of(scope)
         try:
-            raw = await self._read_body(request)
-            parsed = parse_chat_request(raw)
-            ctx.stream = parsed.stream
-            tier, ladder = self._choose_tier(request, parsed, ctx)
-            if parsed.unknown_fields:
-                ctx.extra_headers.append((b"x-tiergate-passed-through", ",".join(parsed.unknown_fields).encode()))
+            parsed, tier, ladder = await self._route(request, ctx)
             tokens = estimate_prompt_tokens(parsed.routing_text()) + (parsed.max_tokens or tier.default_max_tokens)
-            tier, gate, cost = await self._admit(request, ctx, tier, ladder, tokens)
-            body = self._upstream_body(parsed, tier)
-            if not parsed.stream:
-                try:
-                    return await self._complete(request, ctx, tier, body)
-                finally:
-                    gate.release(cost)
+            tier, lease = await self._admit(request, ctx, tier, ladder, tokens)
             try:
-                return await self._stream(request, ctx, tier, parsed, body, lambda: gate.release(cost))
-            except BaseException:
-                gate.release(cost)
-                raise
-        except TiergateError as err:
-            ctx.error_code = err.code or err.error_type
+                body = self._upstream_body(parsed, tier)
+                if parsed.stream:
+                    response = await self._stream(request, ctx, tier, parsed, body, lease)
+                else:
+                    response = await self._complete(request, ctx, tier, body)
+                await response(scope, receive, send)
+            finally:
+                lease.release()
+        except HTTPError as err:
+            ctx.failed(err)
             if err.counts_as_tier_failure and ctx.tier:
                 self.metrics.upstream_errors.labels(ctx.tier, err.error_type).inc()
             raise
         except ClientClosed:
-            ctx.client_closed = True
-            return Response(status_code=499)
+            ctx.client_left()
+            await Response(status_code=499)(scope, receive, send)
+
+    async def _route(self, request: Request, ctx: RequestContext) -> tuple[ParsedRequest, Tier, tuple[str, ...]]:
+        raw = await self._read_body(request)
+        parsed = parse_chat_request(raw)
+        return (parsed, *self._choose_tier(request, parsed, ctx))
 
     async def _read_body(self, request: Request) -> bytes:
         chunks: list[bytes] = []
@@ -125,7 +124,7 @@ class ChatService:
         latency_class = request.headers.get(LATENCY_HEADER, self.default_class)
         if not _is_latency_class(latency_class):
             raise InvalidRequest(f"{LATENCY_HEADER} must be one of {', '.join(LATENCY_CLASSES)}.", param=LATENCY_HEADER)
-        ctx.latency_class = latency_class
+        reason = None
         if name == "auto":
             decision = decide(
                 RoutingRequest(
@@ -139,7 +138,7 @@ class ChatService:
                 unavailable=self.tiers.unavailable(),
             )
             self.metrics.routed(decision.tier, decision.reason)
-            ctx.route_reason = decision.reason
+            reason = decision.reason
             name = decision.tier
             ladder = decision.ladder
         else:
@@ -151,31 +150,36 @@ class ChatService:
                 param="model",
                 code="model_not_found",
             )
-        ctx.tier = tier.name
+        ctx.routed(
+            tier.name,
+            latency_class=latency_class,
+            reason=reason,
+            stream=parsed.stream,
+            passed_through=parsed.unknown_fields,
+        )
         return tier, ladder
 
     async def _admit(
         self, request: Request, ctx: RequestContext, tier: Tier, ladder: tuple[str, ...], tokens: int
-    ) -> tuple[Tier, TierAdmission, int]:
-        """Hold KV budget on the chosen tier; a full tier overflows up the ladder, else waits or is refused."""
+    ) -> tuple[Tier, Lease]:
+        """Lease KV budget on the chosen tier; a full tier overflows up the ladder, else waits or is refused."""
         realtime = ctx.latency_class == "realtime"
         gate = self.admission[tier.name]
-        cost = gate.try_admit(tokens, realtime=realtime)
-        if cost is not None:
-            return tier, gate, cost
+        lease = gate.try_lease(tokens, realtime=realtime)
+        if lease is not None:
+            return tier, lease
         for name in ladder[1:]:
-            other = self.admission[name]
-            cost = other.try_admit(tokens, realtime=realtime)
-            if cost is not None:
+            lease = self.admission[name].try_lease(tokens, realtime=realtime)
+            if lease is not None:
                 self.metrics.admission_rejections.labels(tier.name, "overflowed").inc()
-                ctx.tier, ctx.route_reason = name, f"overflow-from-{tier.name}"
-                return self.tiers.by_name[name], other, cost
+                ctx.moved_to(name, f"overflow-from-{tier.name}")
+                return self.tiers.by_name[name], lease
         try:
-            cost = await _unless_disconnected(request, gate.admit(tokens, realtime=realtime))
-        except TiergateError:
+            lease = await unless_disconnected(request.receive, gate.lease(tokens, realtime=realtime))
+        except HTTPError:
             self.metrics.admission_rejections.labels(tier.name, "refused").inc()
             raise
-        return tier, gate, cost
+        return tier, lease
 
     @staticmethod
     def _upstream_body(parsed: ParsedRequest, tier: Tier) -> bytes:
@@ -186,7 +190,9 @@ class ChatService:
 
     async def _complete(self, request: Request, ctx: RequestContext, tier: Tier, body: bytes) -> Response:
         t = time.perf_counter()
-        reply = await _unless_disconnected(request, self.client.complete(tier.chat_url, body, timeout_s=self.timeout_s))
+        reply = await unless_disconnected(
+            request.receive, self.client.complete(tier.chat_url, body, timeout_s=self.timeout_s)
+        )
         now = time.perf_counter()
         ctx.upstream_s += now - t
         ctx.ttft_s = now - ctx.t0
@@ -197,104 +203,22 @@ class ChatService:
         if not isinstance(data, dict):
             raise UpstreamFailed("The tier's answer is not a JSON object.")
         data["model"] = tier.name
-        _count_usage(ctx, data.get("usage"))
+        ctx.count_usage(data.get("usage"))
         return Response(orjson.dumps(data), media_type="application/json")
 
     async def _stream(
-        self,
-        request: Request,
-        ctx: RequestContext,
-        tier: Tier,
-        parsed: ParsedRequest,
-        body: bytes,
-        release: Callable[[], None],
+        self, request: Request, ctx: RequestContext, tier: Tier, parsed: ParsedRequest, body: bytes, lease: Lease
     ) -> Response:
         t = time.perf_counter()
-        stream = await _unless_disconnected(
-            request, self.client.open_stream(tier.chat_url, body, timeout_s=self.timeout_s)
-        )
-        ctx.upstream_s += time.perf_counter() - t
+        work = self.client.open_stream(tier.chat_url, body, timeout_s=self.timeout_s)
+        stream = await unless_disconnected(request.receive, work)
+        # From here the lease owns the connection, so every way out of the request closes it.
+        lease.hold(stream.close)
+        ctx.waited_since(t)
         opts = parsed.checked.stream_options
         wants_usage = bool(opts and opts.include_usage)
-        done = False
-
-        def finish() -> None:
-            # Called by the relay when it ends and by the response when it is torn down; a relay
-            # that never started (the caller left before the headers) must still give back its
-            # connection and its KV budget.
-            nonlocal done
-            if not done:
-                done = True
-                stream.close()
-                release()
-
-        return SSEResponse(_relay(ctx, stream, tier.name, wants_usage, finish), ctx, on_close=finish)
+        return SSEResponse(relay(ctx, stream, tier.name, wants_usage), ctx)
 
 
 def _is_latency_class(value: str) -> TypeGuard[LatencyClass]:
     return value in LATENCY_CLASSES
-
-
-def _count_usage(ctx: RequestContext, usage: Any) -> None:
-    if isinstance(usage, dict):
-        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        ctx.prompt_tokens = prompt if isinstance(prompt, int) else 0
-        ctx.completion_tokens = completion if isinstance(completion, int) else 0
-
-
-async def _relay(
-    ctx: RequestContext, stream: UpstreamStream, tier_name: str, wants_usage: bool, finish: Callable[[], None]
-) -> AsyncIterator[bytes]:
-    """Relay the tier's SSE events, renaming the model and keeping usage for metrics."""
-    batches = stream.batches().__aiter__()
-    try:
-        while True:
-            t = time.perf_counter()
-            try:
-                payloads = await batches.__anext__()
-            except StopAsyncIteration:
-                break
-            finally:
-                ctx.upstream_s += time.perf_counter() - t
-            out = [_relay_event(ctx, payload, tier_name, wants_usage) for payload in payloads]
-            data = b"".join(out)
-            if data:
-                yield data
-    except TiergateError as err:
-        # Headers are gone; the OpenAI SDK raises on an event carrying an "error" object.
-        ctx.error_code = err.code or err.error_type
-        yield b"data: " + error_body(err) + b"\n\n"
-    finally:
-        finish()
-
-
-def _relay_event(ctx: RequestContext, payload: bytes, tier_name: str, wants_usage: bool) -> bytes:
-    if payload == b"[DONE]":
-        return b"data: [DONE]\n\n"
-    try:
-        obj = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return b"data: " + payload + b"\n\n"
-    if not isinstance(obj, dict):
-        return b"data: " + payload + b"\n\n"
-    if ctx.ttft_s is None and obj.get("choices"):
-        ctx.ttft_s = time.perf_counter() - ctx.t0
-    if "model" in obj:
-        obj["model"] = tier_name
-    usage = obj.get("usage")
-    if usage:
-        _count_usage(ctx, usage)
-    if not wants_usage:
-        # tiergate asked the tier for usage to meter tokens; the caller did not, so it gets the
-        # stream it asked for: no usage-only chunk, no usage field.
-        if not obj.get("choices") and usage:
-            return b""
-        obj.pop("usage", None)
-    return b"data: " + orjson.dumps(obj) + b"\n\n"
-
-
-async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Await `work`, cancelling it (and so the upstream request) if the caller disconnects."""
-    async with DisconnectWatch(request.receive):
-        return await work
-    raise ClientClosed  # reached only when the watch absorbed the caller's disconnect

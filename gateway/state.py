@@ -84,14 +84,12 @@ class AppState:
             metrics=self.metrics,
             admission=self.admission,
         )
-        self.draining = False
 
     async def start(self, probe_interval_s: float) -> None:
         await self.client.start()
         self.tiers.start(self.client, probe_interval_s)
 
     async def stop(self) -> None:
-        self.draining = True
         await self.tiers.stop()
         await self.client.close()
 
@@ -100,8 +98,8 @@ class AppState:
             t.name: {"ready": bool(t.ready), **({"error": t.last_error} if t.last_error else {})}
             for t in self.tiers.tiers
         }
-        ready = not self.draining and self.tiers.any_ready()
-        status = "draining" if self.draining else ("ready" if ready else "not ready")
+        ready = self.tiers.any_ready()
+        status = "ready" if ready else "not ready"
         return ready, {"status": status, "tiers": tiers}
 
     def model_list(self, now_s: int) -> dict[str, Any]:

@@ -1,19 +1,27 @@
-"""Server-sent events response that notices a departed client even between tokens.
+"""Streaming answers: the SSE relay from the tier to the caller, and the response that carries it.
+
+The relay renames the model, keeps usage for metrics and turns a tier that breaks off mid-stream
+into an OpenAI error event (the headers are already gone).
 
 Starlette's StreamingResponse only learns of a disconnect when its next write fails, so a caller
-who leaves during a long prefill would keep the tier busy. Here a watcher task waits for the
-disconnect message and cancels the relay at once, which closes the upstream connection.
+who leaves during a long prefill would keep the tier busy. SSEResponse runs a watcher that waits for
+the disconnect message and cancels the relay at once; the request's lease then closes the upstream
+connection (see gateway.admission.Lease).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator
 
+import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from gateway.context import RequestContext
 from gateway.disconnect import DisconnectWatch
-from gateway.middleware import RequestContext
+from gateway.errors import HTTPError, error_body
+from gateway.upstream import UpstreamStream
 
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -24,13 +32,10 @@ _SSE_HEADERS = [
 
 
 class SSEResponse(Response):
-    def __init__(
-        self, chunks: AsyncIterator[bytes], ctx: RequestContext, on_close: Callable[[], None] | None = None
-    ) -> None:
+    def __init__(self, chunks: AsyncIterator[bytes], ctx: RequestContext) -> None:
         # Response.__init__ is skipped on purpose: headers are sent raw below.
         self.chunks = chunks
         self.ctx = ctx
-        self.on_close = on_close
         self.status_code = 200
         self.background = None
 
@@ -41,13 +46,62 @@ class SSEResponse(Response):
                 async for chunk in self.chunks:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
-            self.ctx.client_closed = watch.gone
+            if watch.gone:
+                self.ctx.client_left()
         except OSError:
             # The transport failed under us: the same as a departed client.
-            self.ctx.client_closed = True
+            self.ctx.client_left()
         finally:
             aclose = getattr(self.chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
-            if self.on_close is not None:
-                self.on_close()
+
+
+async def relay(ctx: RequestContext, stream: UpstreamStream, tier_name: str, wants_usage: bool) -> AsyncIterator[bytes]:
+    """Relay the tier's SSE events, renaming the model and keeping usage for metrics.
+
+    Closing the stream is not its job: a relay torn down before its first step never runs its own
+    cleanup, so the request's lease owns the connection.
+    """
+    batches = stream.batches().__aiter__()
+    try:
+        while True:
+            t = time.perf_counter()
+            try:
+                payloads = await batches.__anext__()
+            except StopAsyncIteration:
+                break
+            finally:
+                ctx.waited_since(t)
+            data = b"".join([_relay_event(ctx, payload, tier_name, wants_usage) for payload in payloads])
+            if data:
+                yield data
+    except HTTPError as err:
+        # Headers are gone; the OpenAI SDK raises on an event carrying an "error" object.
+        ctx.failed(err)
+        yield b"data: " + error_body(err) + b"\n\n"
+
+
+def _relay_event(ctx: RequestContext, payload: bytes, tier_name: str, wants_usage: bool) -> bytes:
+    if payload == b"[DONE]":
+        return b"data: [DONE]\n\n"
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return b"data: " + payload + b"\n\n"
+    if not isinstance(obj, dict):
+        return b"data: " + payload + b"\n\n"
+    if ctx.ttft_s is None and obj.get("choices"):
+        ctx.first_token(time.perf_counter())
+    if "model" in obj:
+        obj["model"] = tier_name
+    usage = obj.get("usage")
+    if usage:
+        ctx.count_usage(usage)
+    if not wants_usage:
+        # tiergate asked the tier for usage to meter tokens; the caller did not, so it gets the
+        # stream it asked for: no usage-only chunk, no usage field.
+        if not obj.get("choices") and usage:
+            return b""
+        obj.pop("usage", None)
+    return b"data: " + orjson.dumps(obj) + b"\n\n"

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 
 from deployments.profile import TierSpec
-from gateway.errors import TiergateError
+from gateway.errors import HTTPError
 from gateway.metrics import GatewayMetrics
 from gateway.upstream import UpstreamClient
 
@@ -76,7 +76,7 @@ class TierRegistry:
         try:
             listing = await client.get_json(url, timeout_s=timeout_s)
             return {m.get("id") for m in listing.get("data", []) if isinstance(m, dict)}, None
-        except TiergateError as err:
+        except HTTPError as err:
             return None, err.message
         except (AttributeError, TypeError):
             return None, "endpoint's model list is not OpenAI-shaped"

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway.errors import TiergateError, UpstreamFailed, UpstreamRejected, UpstreamTimeout
+from gateway.errors import HTTPError, UpstreamFailed, UpstreamRejected, UpstreamTimeout
 
 _JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
 _SSE_HEADERS = {"content-type": "application/json", "accept": "text/event-stream"}
@@ -157,7 +157,7 @@ class UpstreamClient:
             raise UpstreamFailed("probe answer is not JSON") from None
 
 
-def upstream_error(status: int, data: bytes) -> TiergateError:
+def upstream_error(status: int, data: bytes) -> HTTPError:
     """Map a tier's error response to the gateway's tree, keeping the tier's message when it has one."""
     message, param, code = f"The tier answered HTTP {status}.", None, None
     try:

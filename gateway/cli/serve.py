@@ -40,22 +40,15 @@ def register(app: typer.Typer) -> None:
 
         import uvicorn
 
-        from gateway.app import ENV_PROFILE, ENV_UPSTREAMS
+        from gateway.settings import GatewaySettings
 
         with errors_exit():
             resolved = resolve_profile(profile, pairs, host=host, port=port)
         gw = resolved.gateway
-        if pairs:
-            os.environ[ENV_UPSTREAMS] = ",".join(f"{n}={u}" for n, u in pairs)
-            os.environ["TIERGATE_HOST"] = gw.host
-            os.environ["TIERGATE_PORT"] = str(gw.port)
-        else:
-            assert profile is not None
-            os.environ[ENV_PROFILE] = profile
         level = log_level or gw.log_level
-        # Each worker process (this one too, with one worker) configures its logging from this
-        # in gateway.app.app_from_env, after uvicorn has set up its own loggers.
-        os.environ["TIERGATE_LOG_LEVEL"] = level
+        # The one channel to the worker processes (this one too, with one worker): see gateway/settings.py.
+        settings = GatewaySettings.model_validate({"profile": resolved, "log_level": level.lower()})
+        os.environ.update(settings.to_env())
         tiers = ", ".join(f"{t.name} -> {t.endpoint}" for t in resolved.tiers)
         typer.echo(f"tiergate gateway on http://{gw.host}:{gw.port}/v1 ({workers} worker(s)); tiers: {tiers}")
         uvicorn.run(

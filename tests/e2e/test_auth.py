@@ -10,11 +10,12 @@ from starlette.routing import Route
 from deployments.profile import load_profile
 from gateway.app import create_app
 from gateway.middleware import OPEN_PATHS
+from gateway.settings import GatewaySettings
 from tests.e2e.conftest import API_KEY, Stack
 
 
 def _all_routes() -> list[tuple[str, str]]:
-    app = create_app(load_profile("test-fake"))
+    app = create_app(GatewaySettings(profile=load_profile("test-fake")))
     pairs = []
     for route in app.routes:
         assert isinstance(route, Route)

@@ -7,10 +7,9 @@ import pytest
 
 from gateway.errors import (
     AuthenticationFailed,
+    HTTPError,
     InvalidRequest,
     Overloaded,
-    RateLimited,
-    TiergateError,
     UpstreamFailed,
     UpstreamRejected,
     UpstreamTimeout,
@@ -81,22 +80,22 @@ def test_validation_errors_name_the_field(body: dict[str, Any], param: str | Non
 
 
 def test_rendered_errors_have_openai_shape_and_headers() -> None:
-    resp = render(RateLimited("slow down", retry_after_s=3))
-    assert resp.status_code == 429 and resp.headers["retry-after"] == "3"
+    resp = render(Overloaded("slow down", retry_after_s=3))
+    assert resp.status_code == 503 and resp.headers["retry-after"] == "3"
     body = orjson.loads(resp.body)
     assert body == {
         "error": {
             "message": "slow down",
-            "type": "rate_limit_error",
+            "type": "overloaded_error",
             "param": None,
-            "code": "rate_limit_exceeded",
+            "code": "overloaded",
         }
     }
     assert render(AuthenticationFailed()).headers["www-authenticate"].startswith("Bearer")
 
 
 def test_messages_are_bounded() -> None:
-    assert len(TiergateError("x" * 5000).message) < 600
+    assert len(HTTPError("x" * 5000).message) < 600
 
 
 def test_only_tier_faults_count_against_a_tier() -> None:

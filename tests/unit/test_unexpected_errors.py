@@ -4,6 +4,7 @@ from fastapi.testclient import TestClient
 
 from deployments.profile import load_profile
 from gateway.app import create_app
+from gateway.settings import GatewaySettings
 from router.runtime.policy import RoutingRequest
 
 
@@ -15,7 +16,7 @@ class BrokenScorer:
 
 
 def test_an_unexpected_fault_is_an_openai_shaped_500_without_internals() -> None:
-    app = create_app(load_profile("test-fake", apply_env=False), scorer=BrokenScorer())
+    app = create_app(GatewaySettings(profile=load_profile("test-fake", apply_env=False)), scorer=BrokenScorer())
     with TestClient(app, raise_server_exceptions=False) as client:
         resp = client.post(
             "/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": "x"}]}

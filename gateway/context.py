@@ -1,0 +1,91 @@
+"""The per-request context: the facts about one request that its response headers, metrics and
+access-log line report.
+
+RequestContextMiddleware creates it and reads it at the end; the code that learns a fact records it
+through one of the methods below, at the moment it is known, so each fact has one writer:
+
+    authenticated      AuthMiddleware            which key (its id, never the key)
+    routed / moved_to  the service               tier, latency class, routing reason, stream or not
+    waited_since       service and relay         seconds spent waiting on the tier
+    first_token        service and relay         time to the first token
+    count_usage        service and relay         the tier's token counts
+    failed             service and relay         the error code of an answer that failed
+    client_left        service and SSE response  the caller hung up (reported as 499)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.types import Scope
+
+from gateway.errors import HTTPError
+
+SCOPE_KEY = "tiergate"
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str
+    t0: float
+    key_id: str = "-"
+    tier: str | None = None
+    latency_class: str | None = None
+    route_reason: str | None = None
+    stream: bool = False
+    status: int = 0
+    # Seconds spent waiting on the tier; subtracted from wall time to give the gateway's overhead.
+    upstream_s: float = 0.0
+    ttft_s: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error_code: str | None = None
+    client_closed: bool = False
+    extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    def authenticated(self, key_id: str) -> None:
+        self.key_id = key_id
+
+    def routed(
+        self, tier: str, *, latency_class: str, reason: str | None, stream: bool, passed_through: list[str]
+    ) -> None:
+        """The routing decision, and the request fields passed to the tier unchecked (named in a header)."""
+        self.tier, self.latency_class, self.route_reason, self.stream = tier, latency_class, reason, stream
+        if passed_through:
+            self.extra_headers.append((b"x-tiergate-passed-through", ",".join(passed_through).encode()))
+
+    def moved_to(self, tier: str, reason: str) -> None:
+        """Admission sent the request to another tier than the one routing chose."""
+        self.tier, self.route_reason = tier, reason
+
+    def waited_since(self, t: float) -> float:
+        """Count the time since `t` (perf_counter seconds) as waiting on the tier; returns now."""
+        now = time.perf_counter()
+        self.upstream_s += now - t
+        return now
+
+    def first_token(self, now: float) -> None:
+        if self.ttft_s is None:
+            self.ttft_s = now - self.t0
+
+    def count_usage(self, usage: Any) -> None:
+        """The tier's `usage` object, if it sent one; anything malformed counts as zero."""
+        if isinstance(usage, dict):
+            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            self.prompt_tokens = prompt if isinstance(prompt, int) else 0
+            self.completion_tokens = completion if isinstance(completion, int) else 0
+
+    def failed(self, err: HTTPError) -> None:
+        self.error_code = err.code or err.error_type
+
+    def client_left(self) -> None:
+        self.client_closed = True
+
+
+def context_of(scope: Scope) -> RequestContext:
+    ctx = scope.get(SCOPE_KEY)
+    if not isinstance(ctx, RequestContext):
+        raise RuntimeError("RequestContextMiddleware is not installed")
+    return ctx

@@ -1,0 +1,60 @@
+"""What one gateway process is built from, and the one channel that hands it to uvicorn workers.
+
+`create_app(settings)` takes a `GatewaySettings`. `tiergate serve` resolves everything in its own
+process (the profile file or the --upstream list, TIERGATE_* overrides, the log level), then puts
+the whole object, serialized as JSON, into one environment variable, `TIERGATE_SETTINGS`;
+uvicorn's worker factory (`gateway.app:app_from_env`) reads it back and validates it again. No
+other environment variable reaches the gateway's code.
+
+The JSON carries the API keys in clear, as the profile file does: the environment of a process is
+readable by its own user only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from deployments.profile import Profile
+from router.errors import ConfigError
+
+SETTINGS_ENV = "TIERGATE_SETTINGS"
+
+
+class GatewaySettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    profile: Profile = Field(description="The fleet, routing policy and gateway section, overrides applied.")
+    log_level: Literal["debug", "info", "warning", "error"] | None = Field(
+        default=None,
+        description="When set, the worker configures logging (plain lines + batched access log) at this level; "
+        "None leaves logging to the application that embeds the gateway.",
+    )
+    probe_interval_s: float = Field(default=5.0, gt=0.0, description="Seconds between tier probes once all are ready.")
+
+    def to_env(self) -> dict[str, str]:
+        """The environment entry that hands these settings to a worker process."""
+        data = self.model_dump(mode="json")
+        # JSON mode masks secrets; the worker needs the real keys.
+        gw = self.profile.gateway
+        data["profile"]["gateway"]["api_keys"] = [k.get_secret_value() for k in gw.api_keys]
+        if gw.admin_key is not None:
+            data["profile"]["gateway"]["admin_key"] = gw.admin_key.get_secret_value()
+        return {SETTINGS_ENV: orjson.dumps(data).decode()}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> GatewaySettings:
+        """Settings written by `to_env`; raises ConfigError when absent or invalid."""
+        raw = environ.get(SETTINGS_ENV)
+        if not raw:
+            raise ConfigError(
+                f"{SETTINGS_ENV} is not set: gateway.app:app_from_env is the worker factory of `tiergate serve`; "
+                "embed the gateway with gateway.app.create_app(GatewaySettings(...)) instead"
+            )
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError as err:
+            raise ConfigError(f"{SETTINGS_ENV} does not hold valid gateway settings: {err}") from None
