@@ -99,7 +99,7 @@ class Caller:
     async def send(self, message: MutableMapping[str, Any]) -> None:
         if self.send_fails:
             raise OSError("the caller is gone")
-        self.sent.append(message)
+        self.sent.append(dict(message))
         if message["type"] == "http.response.body" and not message.get("more_body"):
             self._done.set()
 
