@@ -91,7 +91,7 @@ def create_app(
 
     # add_middleware puts each new layer outside the previous: this reads innermost first.
     gw = profile.gateway
-    app.add_middleware(ChatEndpoint, service=state.service)
+    ChatEndpoint.install(app, state.service)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=gw.max_body_bytes)
     app.add_middleware(AuthMiddleware, api_keys=[k.get_secret_value() for k in gw.api_keys])
     sink = (access_sink or logs.logger_sink()) if gw.access_log else None
