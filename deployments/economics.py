@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from deployments.planning import TYPICAL_SEQUENCE_TOKENS
 from deployments.profile import TierSpec
 from router.capacity.architectures import catalogue_architecture
 from router.capacity.hardware import gpu as gpu_spec
@@ -79,7 +80,9 @@ def planned(
     """(prior, prompt USD/M, output USD/M) for `model` on `gpus` x `gpu`, from the planner."""
     arch = catalogue_architecture(model)
     hardware = gpu_spec(gpu)
-    context = min(context_tokens, arch.max_context_tokens)
+    # Priced and timed at a typical sequence, not the tier's longest: a tier whose full context
+    # holds few sequences still serves mostly short ones (its admission bounds the rest).
+    context = min(context_tokens, arch.max_context_tokens, TYPICAL_SEQUENCE_TOKENS)
     probe = min(_PREFILL_PROBE_TOKENS, context)
     seqs = max_num_seqs or VLLM_DEFAULT_MAX_NUM_SEQS
     one = plan(arch, hardware, PlanInputs(gpus=gpus, context_tokens=context, prompt_tokens=1, max_num_seqs=seqs))
@@ -98,7 +101,7 @@ def planned(
     # than the context limit, so the batch-1 step is taken at the probe length.
     typical = PlanInputs(gpus=gpus, context_tokens=probe, prompt_tokens=probe, max_num_seqs=seqs)
     itl_one = decode_ms_per_token(arch, hardware, typical, 1)
-    if not full.fits:
+    if full.fit_problem is not None:
         raise ConfigError(f"{model} does not fit on {full.gpus} x {gpu}: {full.fit_problem}")
     slope = max(full.ttft_ms_estimate - one.ttft_ms_estimate, 0.0) / max(probe - 1, 1)
     prior = LatencyPrior(

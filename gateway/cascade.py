@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from router.runtime.cascade import AnswerJudge, Attempt, best_attempt, next_step
 from router.runtime.slo import Budget, Estimate
 
@@ -125,3 +127,28 @@ async def run_cascade(
             continue
         chosen = len(answers) - 1 if step.action == "accept" else best_attempt(attempts)
         return CascadeOutcome(answers[chosen], answers, escalations, step.reason)
+
+
+def sse_from_completion(data: dict[str, Any], *, wants_usage: bool) -> bytes:
+    """A finished answer as the SSE stream a tier would have sent (buffer mode's reply).
+
+    One content chunk, a finish chunk, the usage chunk when asked for, then [DONE]: the official
+    SDK assembles the same message it would from a live stream.
+    """
+    base: dict[str, Any] = {k: data[k] for k in ("id", "created", "model", "system_fingerprint") if k in data}
+    base["object"] = "chat.completion.chunk"
+    events: list[dict[str, Any]] = []
+    for index, choice in enumerate(data.get("choices") or []):
+        if not isinstance(choice, dict):
+            continue
+        message = choice.get("message")
+        delta = {k: v for k, v in message.items() if v is not None} if isinstance(message, dict) else {}
+        first: dict[str, Any] = {"index": choice.get("index", index), "delta": delta, "finish_reason": None}
+        if "logprobs" in choice:
+            first["logprobs"] = choice["logprobs"]
+        events.append({**base, "choices": [first]})
+        done = {"index": choice.get("index", index), "delta": {}, "finish_reason": choice.get("finish_reason")}
+        events.append({**base, "choices": [done]})
+    if wants_usage and isinstance(data.get("usage"), dict):
+        events.append({**base, "choices": [], "usage": data["usage"]})
+    return b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n"

@@ -11,6 +11,7 @@ through one of the methods below, at the moment it is known, so each fact has on
     count_usage        service and relay         the tier's token counts
     failed             service and relay         the error code of an answer that failed
     client_left        service and SSE response  the caller hung up (reported as 499)
+    attempted          the service               tiers tried, escalations, cost of all attempts, SLO
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ class RequestContext:
     error_code: str | None = None
     client_closed: bool = False
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # What the response headers say about how the answer was made (set once the answer is known).
+    tiers_tried: tuple[str, ...] = ()
+    escalations: int = 0
+    cost_usd: float | None = None
+    slo: str | None = None
 
     def authenticated(self, key_id: str) -> None:
         self.key_id = key_id
@@ -82,6 +88,26 @@ class RequestContext:
 
     def client_left(self) -> None:
         self.client_closed = True
+
+    def attempted(self, tiers: tuple[str, ...], escalations: int, cost_usd: float | None, slo: str) -> None:
+        """How the answer was made: every tier asked, the climbs, the cost of all attempts, SLO met or missed.
+
+        `cost_usd` is None when it is not known before the headers go out (a stream committed to one tier).
+        """
+        self.tiers_tried, self.escalations, self.cost_usd, self.slo = tiers, escalations, cost_usd, slo
+
+    def outcome_headers(self) -> list[tuple[bytes, bytes]]:
+        if not self.tiers_tried:
+            return []
+        out = [
+            (b"x-tiergate-tiers-tried", ",".join(self.tiers_tried).encode()),
+            (b"x-tiergate-escalations", str(self.escalations).encode()),
+        ]
+        if self.slo is not None:
+            out.append((b"x-tiergate-slo", self.slo.encode()))
+        if self.cost_usd is not None:
+            out.append((b"x-tiergate-cost-usd", f"{self.cost_usd:.10f}".encode()))
+        return out
 
 
 def context_of(scope: Scope) -> RequestContext:

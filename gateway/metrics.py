@@ -120,6 +120,24 @@ class GatewayMetrics:
             ["tier", "outcome"],
             registry=r,
         )
+        self.slo = Counter(
+            "tiergate_slo_requests",
+            "Requests that met or missed their latency budget, by latency class.",
+            ["latency_class", "result"],
+            registry=r,
+        )
+        self.escalations = Counter(
+            "tiergate_escalations",
+            "Cascade climbs from one tier to the next, by reason.",
+            ["from_tier", "to_tier", "reason"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "tiergate_cost_usd",
+            "USD spent on tier calls (every attempt, answered or escalated past), by tier.",
+            ["tier"],
+            registry=r,
+        )
         self._children = {
             name: _TierChildren(
                 e2e=self.e2e.labels(name),
@@ -140,6 +158,20 @@ class GatewayMetrics:
         if counter is None:
             counter = self._routing_children[(tier, reason)] = self.routing.labels(tier, reason)
         counter.inc()
+
+    def attempt(self, tier: str, prompt_tokens: int, completion_tokens: int, cost_usd: float) -> None:
+        """One tier call's tokens and cost, for an attempt whose answer was not the one returned."""
+        children = self._children.get(tier)
+        if children is not None:
+            if prompt_tokens:
+                children.prompt_tokens.inc(prompt_tokens)
+            if completion_tokens:
+                children.completion_tokens.inc(completion_tokens)
+        self.spent(tier, cost_usd)
+
+    def spent(self, tier: str, cost_usd: float) -> None:
+        if cost_usd > 0:
+            self.cost.labels(tier).inc(cost_usd)
 
     def watch_admission(self, tier: str, gate: AdmissionView) -> None:
         """Gauges read the gate's live numbers at scrape time, so the hot path updates nothing."""

@@ -71,6 +71,7 @@ class RequestContextMiddleware:
                 headers.append((b"x-tiergate-tier", (ctx.tier or "none").encode()))
                 headers.append((b"x-tiergate-overhead-ms", f"{overhead_ms:.3f}".encode()))
                 headers.extend(ctx.extra_headers)
+                headers.extend(ctx.outcome_headers())
                 message["headers"] = headers
             await send(message)
 

@@ -488,6 +488,10 @@ def profile_data(endpoints: Mapping[str, str], models: Mapping[str, str], plans:
                 "params_billions": round(plans[tier].params_billions, 3),
                 "price_per_gpu_hour_usd": plans[tier].price_per_gpu_hour_usd,
                 "gpus": plans[tier].gpus,
+                # The gateway prices and estimates the tier from the same plan the fake answers at.
+                "latency_plan": f"{plans[tier].model}@{plans[tier].gpu}x{plans[tier].gpus}",
+                "price_per_million_prompt_tokens_usd": plans[tier].usd_per_token * 1e6,
+                "price_per_million_output_tokens_usd": plans[tier].usd_per_token * 1e6,
                 # Benchmark prompts are long (few-shot); the recorded answers must fit uncut.
                 "context_length_tokens": 32768,
                 "default_max_tokens": 2048,

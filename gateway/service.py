@@ -6,17 +6,30 @@ Route handlers stay a line long; everything a request goes through is here, in t
 from __future__ import annotations
 
 import time
-from typing import TypeGuard
+from dataclasses import dataclass
+from typing import Any, TypeGuard
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from deployments.economics import TierEconomics
 from deployments.profile import LATENCY_CLASSES, LatencyClass, Profile
 from gateway.admission import Lease, TierAdmission, estimate_prompt_tokens
+from gateway.budgets import request_budget
+from gateway.cascade import (
+    CascadeOutcome,
+    TierAnswer,
+    answer_logprobs,
+    answer_text,
+    run_cascade,
+    sse_from_completion,
+    strip_logprobs,
+)
 from gateway.context import RequestContext, context_of
 from gateway.disconnect import ClientClosed, unless_disconnected
+from gateway.engine_load import EngineLoadPoller
 from gateway.errors import (
     HTTPError,
     InvalidRequest,
@@ -29,20 +42,35 @@ from gateway.protocol import ParsedRequest, parse_chat_request
 from gateway.streaming import SSEResponse, relay
 from gateway.tiers import Tier, TierRegistry
 from gateway.upstream import UpstreamClient
+from router.runtime.cascade import AnswerJudge
 from router.runtime.policy import PolicyConfig, RoutingRequest, Scorer, decide
+from router.runtime.slo import Budget, Estimate, LatencyEstimator, TierLoad
 
 LATENCY_HEADER = "x-tiergate-latency-class"
 
 
-def policy_config(profile: Profile) -> PolicyConfig:
+def policy_config(profile: Profile, start_thresholds: tuple[float, ...] = ()) -> PolicyConfig:
+    """The policy's plain-data view of the profile; `start_thresholds` (a cascade's operating point)
+    replace routing.thresholds when given."""
     names = tuple(t.name for t in profile.tiers)
     caps: dict[str, int | None] = {
         cls: (names.index(spec.max_tier) if spec.max_tier is not None else None)
         for cls, spec in profile.routing.latency_classes.items()
     }
-    return PolicyConfig(
-        tier_names=names, thresholds=tuple(profile.routing.thresholds_for(len(names))), class_max_tier=caps
-    )
+    thresholds = start_thresholds or tuple(profile.routing.thresholds_for(len(names)))
+    return PolicyConfig(tier_names=names, thresholds=thresholds, class_max_tier=caps)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a request goes first, where it may climb, and the budget it is held to."""
+
+    tier: Tier
+    ladder: tuple[str, ...]
+    budget: Budget
+    latency_class: LatencyClass
+    cascade: bool
+    prompt_tokens: int
 
 
 class ChatService:
@@ -55,13 +83,23 @@ class ChatService:
         scorer: Scorer,
         metrics: GatewayMetrics,
         admission: dict[str, TierAdmission],
+        economics: dict[str, TierEconomics] | None = None,
+        estimator: LatencyEstimator | None = None,
+        judge: AnswerJudge | None = None,
+        start_thresholds: tuple[float, ...] = (),
+        engine_load: EngineLoadPoller | None = None,
     ) -> None:
         self.profile = profile
         self.tiers = tiers
         self.client = client
         self.scorer = scorer
         self.metrics = metrics
-        self.policy = policy_config(profile)
+        self.policy = policy_config(profile, start_thresholds)
+        self.economics = economics or {}
+        self.estimator = estimator
+        self.judge = judge
+        self.engine_load = engine_load
+        self.engines = {t.name: t.engine for t in profile.tiers}
         self.timeout_s = profile.gateway.request_timeout_s
         self.max_body_bytes = profile.gateway.max_body_bytes
         self.default_class = profile.routing.default_latency_class
@@ -73,22 +111,30 @@ class ChatService:
         The request's lease on its tier is released here, in one place, however the request ends:
         answered, failed, abandoned by its caller, or torn down before the first byte went out.
         Errors propagate to the caller of `serve`, which renders them (the lease is back by then).
+        A cascade holds one lease per attempt, each given back when its tier has answered.
         """
         request = Request(scope, receive, send)
         ctx = context_of(scope)
         try:
-            parsed, tier, ladder = await self._route(request, ctx)
-            tokens = estimate_prompt_tokens(parsed.routing_text()) + (parsed.max_tokens or tier.default_max_tokens)
-            tier, lease = await self._admit(request, ctx, tier, ladder, tokens)
+            parsed = parse_chat_request(await self._read_body(request))
+            route = self._choose_tier(request, parsed, ctx)
+            if route.cascade:
+                response = await self._cascade(request, ctx, parsed, route)
+                await response(scope, receive, send)
+                return
+            tokens = route.prompt_tokens + (parsed.max_tokens or route.tier.default_max_tokens)
+            tier, lease = await self._admit(request, ctx, route.tier, route.ladder, tokens)
             try:
                 body = self._upstream_body(parsed, tier)
                 if parsed.stream:
                     response = await self._stream(request, ctx, tier, parsed, body, lease)
                 else:
                     response = await self._complete(request, ctx, tier, body)
+                self._single_outcome(ctx, tier.name, route, done=not parsed.stream)
                 await response(scope, receive, send)
             finally:
                 lease.release()
+            self._observe(ctx, tier.name, route, streamed=parsed.stream)
         except HTTPError as err:
             ctx.failed(err)
             if err.counts_as_tier_failure and ctx.tier:
@@ -97,11 +143,6 @@ class ChatService:
         except ClientClosed:
             ctx.client_left()
             await Response(status_code=499)(scope, receive, send)
-
-    async def _route(self, request: Request, ctx: RequestContext) -> tuple[ParsedRequest, Tier, tuple[str, ...]]:
-        raw = await self._read_body(request)
-        parsed = parse_chat_request(raw)
-        return (parsed, *self._choose_tier(request, parsed, ctx))
 
     async def _read_body(self, request: Request) -> bytes:
         chunks: list[bytes] = []
@@ -116,16 +157,38 @@ class ChatService:
             raise ClientClosed from None
         return b"".join(chunks)
 
-    def _choose_tier(
-        self, request: Request, parsed: ParsedRequest, ctx: RequestContext
-    ) -> tuple[Tier, tuple[str, ...]]:
-        """The tier to try first and, for model=auto, the larger tiers an overflow may use."""
+    def _load(self, tier: str) -> TierLoad:
+        """The engine's own running/waiting counts when it exposes them, else this process's in-flight."""
+        if self.engine_load is not None:
+            seen = self.engine_load.load(self.engines.get(tier, tier))
+            if seen is not None:
+                return seen
+        gate = self.admission.get(tier)
+        if gate is None:
+            return TierLoad()
+        return TierLoad(running=float(gate.in_flight_seqs), waiting=float(gate.queue_depth), source="gateway")
+
+    def _estimate(self, tier: str, prompt_tokens: int, max_tokens: int | None) -> Estimate | None:
+        if self.estimator is None:
+            return None
+        return self.estimator.estimate(tier, prompt_tokens, max_tokens, self._load(tier))
+
+    def _choose_tier(self, request: Request, parsed: ParsedRequest, ctx: RequestContext) -> Route:
+        """The tier to try first, the larger tiers an overflow or a cascade may use, and the budget."""
         name = parsed.checked.model
         latency_class = request.headers.get(LATENCY_HEADER, self.default_class)
         if not _is_latency_class(latency_class):
             raise InvalidRequest(f"{LATENCY_HEADER} must be one of {', '.join(LATENCY_CLASSES)}.", param=LATENCY_HEADER)
+        budget = request_budget(request.headers, latency_class, self.profile.routing)
+        prompt_tokens = estimate_prompt_tokens(parsed.routing_text())
         reason = None
+        cascade = False
         if name == "auto":
+            estimates: dict[str, Estimate] = {}
+            for tier_name in self.tiers.names:
+                est = self._estimate(tier_name, prompt_tokens, parsed.max_tokens)
+                if est is not None:
+                    estimates[tier_name] = est
             decision = decide(
                 RoutingRequest(
                     text=parsed.routing_text(),
@@ -136,11 +199,15 @@ class ChatService:
                 self.policy,
                 self.scorer,
                 unavailable=self.tiers.unavailable(),
+                estimates=estimates or None,
+                budget=budget,
             )
             self.metrics.routed(decision.tier, decision.reason)
             reason = decision.reason
             name = decision.tier
             ladder = decision.ladder
+            cascading = self.judge is not None and self.profile.routing.cascade.enabled and len(ladder) > 1
+            cascade = cascading and (not parsed.stream or self.profile.routing.stream_mode(latency_class) == "buffer")
         else:
             ladder = (name,)
         tier = self.tiers.by_name.get(name)
@@ -157,7 +224,140 @@ class ChatService:
             stream=parsed.stream,
             passed_through=parsed.unknown_fields,
         )
-        return tier, ladder
+        return Route(tier, ladder, budget, latency_class, cascade, prompt_tokens)
+
+    def _cost(self, tier: str, prompt_tokens: int, completion_tokens: int) -> float:
+        econ = self.economics.get(tier)
+        return 0.0 if econ is None else econ.cost_usd(prompt_tokens, completion_tokens)
+
+    def _slo(self, ctx: RequestContext, budget: Budget, *, done: bool) -> str:
+        """'met' or 'missed' so far: for an answer sent whole, its total; for a stream, the time to its headers."""
+        elapsed_ms = (time.perf_counter() - ctx.t0) * 1e3
+        first_ms = None if ctx.ttft_s is None else ctx.ttft_s * 1e3
+        if done:
+            return "met" if budget.met(first_ms, elapsed_ms) else "missed"
+        ttft_ok = budget.ttft_ms is None or (first_ms if first_ms is not None else elapsed_ms) <= budget.ttft_ms
+        total_ok = budget.total_ms is None or elapsed_ms <= budget.total_ms
+        return "met" if ttft_ok and total_ok else "missed"
+
+    def _single_outcome(self, ctx: RequestContext, tier: str, route: Route, *, done: bool) -> None:
+        cost = self._cost(tier, ctx.prompt_tokens, ctx.completion_tokens) if done else None
+        ctx.attempted((tier,), 0, cost, self._slo(ctx, route.budget, done=done))
+
+    def _observe(self, ctx: RequestContext, tier: str, route: Route, *, streamed: bool) -> None:
+        """After the last byte: count the SLO, the spend, and teach the estimator what this tier did."""
+        if ctx.client_closed or ctx.error_code is not None:
+            return
+        total_ms = (time.perf_counter() - ctx.t0) * 1e3
+        ttft_ms = None if ctx.ttft_s is None else ctx.ttft_s * 1e3
+        met = route.budget.met(ttft_ms, total_ms)
+        self.metrics.slo.labels(route.latency_class, "met" if met else "missed").inc()
+        self.metrics.spent(tier, self._cost(tier, ctx.prompt_tokens, ctx.completion_tokens))
+        if self.estimator is not None:
+            self.estimator.observe(
+                tier,
+                prompt_tokens=ctx.prompt_tokens or route.prompt_tokens,
+                completion_tokens=ctx.completion_tokens,
+                ttft_ms=ttft_ms if streamed else None,
+                total_ms=total_ms,
+            )
+
+    async def _attempt(self, request: Request, ctx: RequestContext, parsed: ParsedRequest, name: str) -> TierAnswer:
+        """One unstreamed call to tier `name` with token logprobs, under its own lease."""
+        tier = self.tiers.by_name[name]
+        tokens = estimate_prompt_tokens(parsed.routing_text()) + (parsed.max_tokens or tier.default_max_tokens)
+        gate = self.admission[name]
+        realtime = ctx.latency_class == "realtime"
+        lease = gate.try_lease(tokens, realtime=realtime)
+        if lease is None:
+            lease = await unless_disconnected(request.receive, gate.lease(tokens, realtime=realtime))
+        try:
+            body = dict(parsed.body)
+            body["model"] = tier.upstream_model
+            body["stream"] = False
+            body.pop("stream_options", None)
+            body["logprobs"] = True
+            body.setdefault("max_tokens", tier.default_max_tokens)
+            t = time.perf_counter()
+            reply = await unless_disconnected(
+                request.receive, self.client.complete(tier.chat_url, orjson.dumps(body), timeout_s=self.timeout_s)
+            )
+            elapsed = ctx.waited_since(t) - t
+        finally:
+            lease.release()
+        data = _json_object(reply.body)
+        usage = data.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        prompt = usage.get("prompt_tokens")
+        prompt = prompt if isinstance(prompt, int) else 0
+        completion = usage.get("completion_tokens")
+        completion = completion if isinstance(completion, int) else 0
+        if self.estimator is not None:
+            self.estimator.observe(
+                name, prompt_tokens=prompt, completion_tokens=completion, ttft_ms=None, total_ms=elapsed * 1e3
+            )
+        return TierAnswer(
+            name,
+            data,
+            answer_text(data),
+            answer_logprobs(data),
+            prompt,
+            completion,
+            self._cost(name, prompt, completion),
+            elapsed * 1e3,
+        )
+
+    async def _cascade(self, request: Request, ctx: RequestContext, parsed: ParsedRequest, route: Route) -> Response:
+        """Ask the cheapest accepted tier, judge, climb while the verifier doubts and the budget allows."""
+        assert self.judge is not None
+        cascade = self.profile.routing.cascade
+
+        def estimate(name: str) -> Estimate:
+            est = self._estimate(name, route.prompt_tokens, parsed.max_tokens)
+            return est if est is not None else Estimate(0.0, 0.0)
+
+        outcome = await run_cascade(
+            parsed.routing_text(),
+            route.ladder,
+            lambda name: self._attempt(request, ctx, parsed, name),
+            self.judge,
+            max_escalations=cascade.max_escalations,
+            budget=route.budget,
+            estimate=estimate,
+            started=ctx.t0,
+        )
+        return self._cascade_response(ctx, parsed, route, outcome)
+
+    def _cascade_response(
+        self, ctx: RequestContext, parsed: ParsedRequest, route: Route, outcome: CascadeOutcome
+    ) -> Response:
+        answer = outcome.answer
+        for attempt in outcome.answers:
+            if attempt is not answer:
+                self.metrics.attempt(attempt.tier, attempt.prompt_tokens, attempt.completion_tokens, attempt.cost_usd)
+        for src, dst, why in outcome.escalations:
+            self.metrics.escalations.labels(src, dst, why).inc()
+        if outcome.stop_reason in ("budget-spent", "max-escalations"):
+            ctx.extra_headers.append((b"x-tiergate-cascade-stopped", outcome.stop_reason.encode()))
+        ctx.moved_to(answer.tier, ctx.route_reason or "cascade")
+        data = answer.data
+        data["model"] = answer.tier
+        if not parsed.body.get("logprobs"):
+            strip_logprobs(data)
+        ctx.count_usage(data.get("usage"))
+        ctx.first_token(time.perf_counter())
+        slo = self._slo(ctx, route.budget, done=True)
+        ctx.attempted(tuple(outcome.tiers_tried), len(outcome.escalations), outcome.cost_usd, slo)
+        self.metrics.slo.labels(route.latency_class, slo).inc()
+        self.metrics.spent(answer.tier, answer.cost_usd)
+        if parsed.stream:
+            opts = parsed.checked.stream_options
+            return Response(
+                sse_from_completion(data, wants_usage=bool(opts and opts.include_usage)),
+                media_type="text/event-stream",
+                headers={"cache-control": "no-cache"},
+            )
+        return Response(orjson.dumps(data), media_type="application/json")
 
     async def _admit(
         self, request: Request, ctx: RequestContext, tier: Tier, ladder: tuple[str, ...], tokens: int
@@ -196,12 +396,7 @@ class ChatService:
         now = time.perf_counter()
         ctx.upstream_s += now - t
         ctx.ttft_s = now - ctx.t0
-        try:
-            data = orjson.loads(reply.body)
-        except orjson.JSONDecodeError:
-            data = None
-        if not isinstance(data, dict):
-            raise UpstreamFailed("The tier's answer is not a JSON object.")
+        data = _json_object(reply.body)
         data["model"] = tier.name
         ctx.count_usage(data.get("usage"))
         return Response(orjson.dumps(data), media_type="application/json")
@@ -222,3 +417,13 @@ class ChatService:
 
 def _is_latency_class(value: str) -> TypeGuard[LatencyClass]:
     return value in LATENCY_CLASSES
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        raise UpstreamFailed("The tier's answer is not a JSON object.")
+    return data

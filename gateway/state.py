@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from deployments.economics import tier_economics
 from deployments.planning import TierPlanningError, kv_tokens_capacity
 from deployments.profile import Profile, ProfileError
 from gateway.admission import TierAdmission
+from gateway.engine_load import EngineLoadPoller
 from gateway.metrics import GatewayMetrics
 from gateway.service import ChatService
 from gateway.tiers import TierRegistry
 from gateway.upstream import UpstreamClient
+from router.errors import ConfigError
+from router.runtime.cascade import AnswerJudge
 from router.runtime.policy import HeuristicScorer, Scorer
+from router.runtime.slo import LatencyEstimator
 
 
 def admission_gates(profile: Profile) -> dict[str, TierAdmission]:
@@ -48,26 +53,70 @@ def admission_gates(profile: Profile) -> dict[str, TierAdmission]:
 
 def scorer_for(profile: Profile) -> Scorer:
     """The scorer the profile's routing policy names; a learned artifact is loaded and checked here."""
-    if profile.routing.policy != "learned":
-        return HeuristicScorer()
+    return load_router(profile).scorer
+
+
+class RouterParts:
+    """What the profile's routing section asks for: a scorer, and for a live cascade its judge."""
+
+    def __init__(self, scorer: Scorer, judge: AnswerJudge | None = None, start_thresholds: tuple[float, ...] = ()):
+        self.scorer = scorer
+        self.judge = judge
+        # Per tier but the last, from the artifact's operating point (empty: the profile's thresholds).
+        self.start_thresholds = start_thresholds
+
+
+def load_router(profile: Profile) -> RouterParts:
+    """Load the scorer and, with the cascade on, the verifier of the same trained artifact."""
+    routing = profile.routing
+    if routing.policy != "learned":
+        return RouterParts(HeuristicScorer())
     # Imported only when used: scikit-learn adds a second to start-up that rule profiles never pay.
     from router.runtime.artifact import ArtifactError, load_model, resolve_artifact
     from router.runtime.model import LearnedScorer
+    from router.runtime.verifier import Verifier, VerifierJudge
 
     missing = [t.name for t in profile.tiers if not t.router_rung]
     if missing:
         raise ProfileError(f"routing.policy is 'learned' but tiers {missing} have no router_rung")
+    rungs = [t.router_rung or "" for t in profile.tiers]
     try:
-        model = load_model(resolve_artifact(profile.routing.scorer_artifact))
-        return LearnedScorer(model, [t.router_rung or "" for t in profile.tiers])
+        model = load_model(resolve_artifact(routing.scorer_artifact))
+        scorer = LearnedScorer(model, rungs)
+        if not routing.cascade.enabled:
+            return RouterParts(scorer)
+        judge = VerifierJudge(Verifier(model), model, {t.name: t.router_rung or "" for t in profile.tiers})
+        start: tuple[float, ...] = ()
+        if routing.cascade.use_operating_point:
+            top = len(model.ladder) - 1
+            points = model.operating_point.start_thresholds
+            # A tier standing for the top rung has nothing above it: its threshold never matters.
+            start = tuple(points[i] if i < top else 1.0 for i in (model.rung_index(r) for r in rungs[:-1]))
+        return RouterParts(scorer, judge, start)
     except (ArtifactError, KeyError) as err:
         raise ProfileError(f"routing.scorer_artifact: {err}") from None
+
+
+def engine_load_poller(profile: Profile) -> EngineLoadPoller:
+    """One scrape per engine that names a metrics_url; tiers sharing an engine share its reading."""
+    urls: dict[str, tuple[str, str | None]] = {}
+    for spec in profile.tiers:
+        if spec.metrics_url is not None:
+            urls.setdefault(spec.engine, (spec.metrics_url, spec.upstream_model))
+    return EngineLoadPoller(urls)
 
 
 class AppState:
     def __init__(self, profile: Profile, scorer: Scorer | None = None) -> None:
         self.profile = profile
-        self.scorer: Scorer = scorer if scorer is not None else scorer_for(profile)
+        parts = RouterParts(scorer) if scorer is not None else load_router(profile)
+        self.scorer: Scorer = parts.scorer
+        try:
+            economics = {spec.name: tier_economics(spec) for spec in profile.tiers}
+        except ConfigError as err:
+            raise ProfileError(f"tier prices and latency priors: {err}") from None
+        self.estimator = LatencyEstimator({name: e.prior for name, e in economics.items()})
+        self.engine_load = engine_load_poller(profile)
         names = [t.name for t in profile.tiers]
         self.metrics = GatewayMetrics(names, router_version=self.scorer.version, policy=profile.routing.policy)
         self.tiers = TierRegistry(profile.tiers, self.metrics)
@@ -83,13 +132,20 @@ class AppState:
             scorer=self.scorer,
             metrics=self.metrics,
             admission=self.admission,
+            economics=economics,
+            estimator=self.estimator,
+            judge=parts.judge,
+            start_thresholds=parts.start_thresholds,
+            engine_load=self.engine_load,
         )
 
     async def start(self, probe_interval_s: float) -> None:
         await self.client.start()
         self.tiers.start(self.client, probe_interval_s)
+        await self.engine_load.start()
 
     async def stop(self) -> None:
+        await self.engine_load.stop()
         await self.tiers.stop()
         await self.client.close()
 

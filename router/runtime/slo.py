@@ -148,18 +148,24 @@ class LatencyEstimator:
         *,
         prompt_tokens: int,
         completion_tokens: int,
-        ttft_ms: float,
+        ttft_ms: float | None,
         total_ms: float,
         load: TierLoad | None = None,
     ) -> None:
-        """Fold one finished request's timings into the tier's corrections."""
+        """Fold one finished request's timings into the tier's corrections.
+
+        `ttft_ms` is None for an unstreamed answer (only its total was seen): the first token is
+        then taken to have come when the current estimate says, and only decode is corrected.
+        """
         state = self._state.get(tier)
-        if state is None or not (math.isfinite(ttft_ms) and math.isfinite(total_ms)):
+        if state is None or not math.isfinite(total_ms) or (ttft_ms is not None and not math.isfinite(ttft_ms)):
             return
         load = load or TierLoad()
         a = self.alpha
         predicted_ttft = self._base_ttft_ms(state, prompt_tokens) + self._queue_ms(state, load, prompt_tokens)
-        if predicted_ttft > 0 and ttft_ms > 0:
+        if ttft_ms is None:
+            ttft_ms = min(predicted_ttft * state.ttft_ratio, total_ms)
+        elif predicted_ttft > 0 and ttft_ms > 0:
             state.ttft_ratio = _blend(state.ttft_ratio, ttft_ms / predicted_ttft, a)
         if completion_tokens > 1 and total_ms > ttft_ms:
             batch = min(load.running + 1.0, float(state.prior.max_batch))

@@ -55,7 +55,9 @@ def test_auto_overflows_to_the_next_tier_instead_of_waiting(tight: str) -> None:
     with ThreadPoolExecutor(1) as pool:
         holder = pool.submit(_post, tight, "small")
         time.sleep(0.3)
-        routed = _post(tight, "auto")
+        # A batch budget (10 s) leaves the slow small tier acceptable on latency, so only
+        # admission can move the request (an interactive budget would move it up on the SLO).
+        routed = _post(tight, "auto", **{"x-tiergate-latency-class": "batch"})
         assert holder.result().status_code == 200
     assert routed.status_code == 200
     assert routed.headers["x-tiergate-tier"] == "medium"

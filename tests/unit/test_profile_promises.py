@@ -5,13 +5,12 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel
 
-from deployments.profile import GatewaySpec, LatencyClassSpec
+from deployments.profile import GatewaySpec
 
 
 @pytest.mark.parametrize(
     ("model", "field"),
     [
-        (LatencyClassSpec, "budget_ms"),
         (GatewaySpec, "admin_key"),
     ],
 )

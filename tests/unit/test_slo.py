@@ -96,3 +96,10 @@ def test_when_nothing_meets_the_budget_the_fastest_adequate_tier_is_flagged() ->
     est = {"small": Estimate(500, 5000), "mid": Estimate(80, 2000), "large": Estimate(300, 3000)}
     d = decide(EASY, CONFIG, HeuristicScorer(), estimates=est, budget=Budget(total_ms=100))
     assert (d.tier, d.reason, d.slo_at_risk) == ("mid", "slo-fastest-adequate", True)
+
+
+def test_an_unstreamed_answer_corrects_decode_only() -> None:
+    est = LatencyEstimator({"t": PRIOR}, alpha=1.0)
+    est.observe("t", prompt_tokens=100, completion_tokens=11, ttft_ms=None, total_ms=20.0 + 10 * 10.0)
+    c = est.corrections("t")
+    assert c["ttft_ratio"] == 1.0 and c["itl_ratio"] == pytest.approx(2.0)
