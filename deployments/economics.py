@@ -104,15 +104,19 @@ def planned(
     if full.fit_problem is not None:
         raise ConfigError(f"{model} does not fit on {full.gpus} x {gpu}: {full.fit_problem}")
     slope = max(full.ttft_ms_estimate - one.ttft_ms_estimate, 0.0) / max(probe - 1, 1)
+    # The planner's batch is what memory holds; the engine decodes no more than max_num_seqs at once.
+    batch = max(min(full.max_batch, seqs), 1)
+    itl_full = decode_ms_per_token(arch, hardware, typical, batch)
     prior = LatencyPrior(
         ttft_fixed_ms=SERVER_OVERHEAD_MS + one.ttft_ms_estimate,
         prefill_ms_per_token=slope,
         decode_ms_per_token=itl_one,
-        decode_ms_per_token_full_batch=1e3 / full.decode_tokens_per_s_per_seq,
-        max_batch=max(full.max_batch, 1),
+        decode_ms_per_token_full_batch=itl_full,
+        max_batch=batch,
     )
     gpu_usd_per_s = full.price_per_gpu_hour_usd * full.gpus / 3600.0
-    output = full.usd_per_million_tokens or 0.0
+    tokens_per_s = batch * 1e3 / itl_full if itl_full > 0 else 0.0
+    output = gpu_usd_per_s / tokens_per_s * 1e6 if tokens_per_s > 0 else 0.0
     prompt = gpu_usd_per_s * (slope / 1e3) * 1e6
     return prior, prompt, output
 
@@ -126,7 +130,12 @@ def tier_economics(tier: TierSpec) -> TierEconomics:
     if tier.latency_plan is not None:
         model, hw, gpus = parse_latency_plan(tier.latency_plan)
         prior, prompt, output = planned(
-            model, hw, gpus, context_tokens=tier.context_length_tokens, price_per_gpu_hour_usd=price
+            model,
+            hw,
+            gpus,
+            max_num_seqs=tier.engine_max_num_seqs,
+            context_tokens=tier.context_length_tokens,
+            price_per_gpu_hour_usd=price,
         )
         source = "latency_plan"
     elif serving is not None and serving.accelerator != "cpu" and serving.architecture:

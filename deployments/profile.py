@@ -116,6 +116,14 @@ class TierSpec(_Strict):
             " prior and token prices for a tier served outside this profile or imitated by a fake."
         ),
     )
+    engine_max_num_seqs: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Sequences the engine decodes at once (vLLM's max_num_seqs) for a tier not served from this profile;"
+            " with latency_plan it sizes the estimator's batch and queue. Served tiers use serving.max_num_seqs."
+        ),
+    )
     price_per_million_prompt_tokens_usd: float | None = Field(
         default=None, ge=0.0, description="Overrides the planner's prompt-token price (cost headers and metrics)."
     )
@@ -144,11 +152,18 @@ StreamMode = Literal["buffer", "commit"]
 
 
 class LatencyClassSpec(_Strict):
-    budget_ms: float = Field(
-        gt=0.0, description="Total-time budget (ms) of a request in this class, unless the request states one."
-    )
     ttft_budget_ms: float | None = Field(
-        default=None, gt=0.0, description="Time-to-first-token budget (ms); None: only the total is bounded."
+        default=None,
+        gt=0.0,
+        description=(
+            "Time until the caller has its first token (ms): for an answer sent whole, that is the whole answer."
+            " x-tiergate-slo-ttft-ms overrides it per request; None: unbounded."
+        ),
+    )
+    budget_ms: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="Total time of a request (ms); x-tiergate-slo-total-ms overrides it per request; None: unbounded.",
     )
     max_tier: str | None = Field(default=None, description="Largest tier this class may use; None means any.")
     stream_mode: StreamMode | None = Field(
@@ -162,11 +177,12 @@ class LatencyClassSpec(_Strict):
 
 
 def _default_classes() -> dict[LatencyClass, LatencyClassSpec]:
-    # docs/strategy.md's table: real-time < 100 ms, near real-time < 1 s, batch < 10 s.
+    # docs/strategy.md's table: real-time < 100 ms, near real-time < 1 s, batch < 10 s, read as the
+    # latency a caller feels: the wait for the first token (the whole answer when it is not streamed).
     return {
-        "realtime": LatencyClassSpec(budget_ms=100.0, stream_mode="commit"),
-        "interactive": LatencyClassSpec(budget_ms=1000.0),
-        "batch": LatencyClassSpec(budget_ms=10000.0),
+        "realtime": LatencyClassSpec(ttft_budget_ms=100.0, stream_mode="commit"),
+        "interactive": LatencyClassSpec(ttft_budget_ms=1000.0),
+        "batch": LatencyClassSpec(ttft_budget_ms=10000.0),
     }
 
 

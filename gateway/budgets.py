@@ -28,12 +28,20 @@ def _header_ms(headers: Mapping[str, str], name: str) -> float | None:
     return value
 
 
-def request_budget(headers: Mapping[str, str], latency_class: LatencyClass, routing: RoutingSpec) -> Budget:
-    """The budget this request is held to (ms); headers override the class's profile values."""
+def request_budget(
+    headers: Mapping[str, str], latency_class: LatencyClass, routing: RoutingSpec, *, sent_whole: bool
+) -> Budget:
+    """The budget this request is held to (ms); headers override the class's profile values.
+
+    `sent_whole`: the caller gets nothing before the last token (not streamed, or a buffered
+    stream), so its first token arrives with the whole answer and the first-token budget bounds
+    the total.
+    """
     spec = routing.latency_classes[latency_class]
     ttft = _header_ms(headers, SLO_TTFT_HEADER)
     total = _header_ms(headers, SLO_TOTAL_HEADER)
-    return Budget(
-        ttft_ms=ttft if ttft is not None else spec.ttft_budget_ms,
-        total_ms=total if total is not None else spec.budget_ms,
-    )
+    ttft = ttft if ttft is not None else spec.ttft_budget_ms
+    total = total if total is not None else spec.budget_ms
+    if sent_whole and ttft is not None:
+        return Budget(ttft_ms=None, total_ms=ttft if total is None else min(ttft, total))
+    return Budget(ttft_ms=ttft, total_ms=total)

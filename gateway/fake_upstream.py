@@ -79,6 +79,8 @@ class FakeUpstream:
         # Inspection routes for tests: what the fake received and how often it was cut off.
         self.app.router.add_get("/fake/last-request", self.inspect_last)
         self.app.router.add_get("/fake/stats", self.inspect_stats)
+        # vLLM's own load gauges, under vLLM's names, so the gateway's engine-load reader is tested for real.
+        self.app.router.add_get("/metrics", self.engine_metrics)
 
     async def health(self, _: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -91,6 +93,21 @@ class FakeUpstream:
         if self.replay is not None:
             stats.update(self.replay.stats())
         return web.Response(body=orjson.dumps(stats), content_type="application/json")
+
+    async def engine_metrics(self, _: web.Request) -> web.Response:
+        if self.replay is not None:
+            running, waiting = self.replay.gate.active, self.replay.gate.waiting
+        else:
+            running, waiting = max(self.requests - self.completed - self.cancelled, 0), 0
+        text = (
+            "# HELP vllm:num_requests_running Number of requests in model execution batches.\n"
+            "# TYPE vllm:num_requests_running gauge\n"
+            f"vllm:num_requests_running {float(running)}\n"
+            "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n"
+            "# TYPE vllm:num_requests_waiting gauge\n"
+            f"vllm:num_requests_waiting {float(waiting)}\n"
+        )
+        return web.Response(text=text, content_type="text/plain")
 
     async def list_models(self, _: web.Request) -> web.Response:
         data = [{"id": m, "object": "model", "owned_by": "fake"} for m in self.config.models]

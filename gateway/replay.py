@@ -471,10 +471,12 @@ class ReplaySettings:
     max_queue: int = 64
     drive: DriveSettings = field(default_factory=DriveSettings)
     startup_timeout_s: float = 60.0
+    # "cascade": learned scorer + live cascade (the shipped policy); "learned": scorer alone; "rule".
+    policy: str = "cascade"
 
 
 def profile_data(endpoints: Mapping[str, str], models: Mapping[str, str], plans: Mapping[str, LatencyPlan],
-                 port: int, budgets_ms: Mapping[str, float]) -> dict[str, Any]:  # fmt: skip
+                 port: int, budgets_ms: Mapping[str, float], policy: str = "cascade") -> dict[str, Any]:  # fmt: skip
     """A gateway profile over the replay tiers (deployments.profile's schema)."""
     return {
         "name": "replay",
@@ -490,6 +492,9 @@ def profile_data(endpoints: Mapping[str, str], models: Mapping[str, str], plans:
                 "gpus": plans[tier].gpus,
                 # The gateway prices and estimates the tier from the same plan the fake answers at.
                 "latency_plan": f"{plans[tier].model}@{plans[tier].gpu}x{plans[tier].gpus}",
+                # The fakes publish vLLM's running/waiting gauges; the estimator reads the tier's real load.
+                "metrics_url": endpoints[tier].removesuffix("/v1") + "/metrics",
+                "engine_max_num_seqs": plans[tier].max_batch,
                 "price_per_million_prompt_tokens_usd": plans[tier].usd_per_token * 1e6,
                 "price_per_million_output_tokens_usd": plans[tier].usd_per_token * 1e6,
                 # Benchmark prompts are long (few-shot); the recorded answers must fit uncut.
@@ -498,7 +503,21 @@ def profile_data(endpoints: Mapping[str, str], models: Mapping[str, str], plans:
             }
             for tier in TIERS
         ],
-        "routing": {"latency_classes": {c: {"budget_ms": b} for c, b in budgets_ms.items()}},
+        "routing": {
+            "latency_classes": {
+                c: {"ttft_budget_ms": b, **({"stream_mode": "commit"} if c == "realtime" else {})}
+                for c, b in budgets_ms.items()
+            },
+            **(
+                {}
+                if policy == "rule"
+                else {
+                    "policy": "learned",
+                    "scorer_artifact": "default",
+                    "cascade": {"enabled": policy == "cascade"},
+                }
+            ),
+        },
         "gateway": {"host": "127.0.0.1", "port": port, "access_log": False, "log_level": "warning"},
         "ray_serve_http_port": port + 1 if port < 65535 else port - 1,
     }
@@ -535,7 +554,9 @@ def run_replay(settings: ReplaySettings, progress: Callable[[str], None] = lambd
         gw_port = free_port()
         profile = Path(tmp) / "replay-profile.yaml"
         budgets = settings.drive.budgets_ms
-        profile.write_text(yaml.safe_dump(profile_data(endpoints, settings.models, plans, gw_port, budgets)))
+        profile.write_text(
+            yaml.safe_dump(profile_data(endpoints, settings.models, plans, gw_port, budgets, settings.policy))
+        )
         serve = ["serve", "--profile", str(profile), "--port", str(gw_port), "--log-level", "warning"]
         specs.append((serve, "gateway", f"http://127.0.0.1:{gw_port}/healthz"))
         progress("replay: starting three tiers and the gateway")

@@ -179,7 +179,12 @@ class ChatService:
         latency_class = request.headers.get(LATENCY_HEADER, self.default_class)
         if not _is_latency_class(latency_class):
             raise InvalidRequest(f"{LATENCY_HEADER} must be one of {', '.join(LATENCY_CLASSES)}.", param=LATENCY_HEADER)
-        budget = request_budget(request.headers, latency_class, self.profile.routing)
+        routing = self.profile.routing
+        # A stream the cascade buffers reaches the caller whole, like an unstreamed answer.
+        buffered = self.judge is not None and routing.cascade.enabled and routing.stream_mode(latency_class) == "buffer"
+        budget = request_budget(
+            request.headers, latency_class, routing, sent_whole=not parsed.stream or (name == "auto" and buffered)
+        )
         prompt_tokens = estimate_prompt_tokens(parsed.routing_text())
         reason = None
         cascade = False

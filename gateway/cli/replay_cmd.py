@@ -38,6 +38,11 @@ def register(app: typer.Typer) -> None:
         max_queue: int = typer.Option(
             64, "--max-queue", min=0, help="Requests each tier queues (FIFO) before answering 503."
         ),
+        policy: str = typer.Option(
+            "cascade",
+            "--policy",
+            help="Gateway policy under test: cascade (learned scorer + live cascade), learned (scorer only) or rule.",
+        ),
         concurrency: int = typer.Option(256, "--concurrency", min=1, help="Most requests the client has in flight."),
         stream: bool = typer.Option(
             False, "--stream", help="Stream answers, so TTFT is the first token's time (else TTFT = total time)."
@@ -69,6 +74,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(line, err=True)
 
         try:
+            if policy not in ("cascade", "learned", "rule"):
+                raise typer.BadParameter("must be cascade, learned or rule", param_hint="--policy")
             settings = ReplaySettings(
                 data=[str(p) for p in data],
                 models={"small": small, "mid": mid, "large": large},
@@ -81,6 +88,7 @@ def register(app: typer.Typer) -> None:
                 max_batch=max_batch,
                 max_queue=max_queue,
                 drive=DriveSettings(concurrency=concurrency, stream=stream),
+                policy=policy,
             )
             report = run_replay(settings, progress)
             if plot is not None:
