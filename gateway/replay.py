@@ -225,6 +225,11 @@ def render_table(report: Mapping[str, Any]) -> str:
             f"{m[c]:>17.3f}" if "ratio" in c or "attain" in c or "rate" in c else f"{m[c]:>17.1f}" for c in columns
         )
         lines.append(f"{name:<16}{cells}{int(m['requests']):>10}{int(m['errors']):>8}")
+    if "offline_quality_ratio" in report:
+        lines.append(
+            f"{'policy offline':<16}{report['offline_quality_ratio']:>17.3f}{report['offline_cost_ratio']:>17.3f}"
+            f"{'':>17}{report['offline_escalation_rate']:>17.3f}   (same policy and arrivals, no serving)"
+        )
     return "\n".join(lines)
 
 
@@ -554,9 +559,8 @@ def run_replay(settings: ReplaySettings, progress: Callable[[str], None] = lambd
         gw_port = free_port()
         profile = Path(tmp) / "replay-profile.yaml"
         budgets = settings.drive.budgets_ms
-        profile.write_text(
-            yaml.safe_dump(profile_data(endpoints, settings.models, plans, gw_port, budgets, settings.policy))
-        )
+        profile_dict = profile_data(endpoints, settings.models, plans, gw_port, budgets, settings.policy)
+        profile.write_text(yaml.safe_dump(profile_dict))
         serve = ["serve", "--profile", str(profile), "--port", str(gw_port), "--log-level", "warning"]
         specs.append((serve, "gateway", f"http://127.0.0.1:{gw_port}/healthz"))
         progress("replay: starting three tiers and the gateway")
@@ -571,6 +575,15 @@ def run_replay(settings: ReplaySettings, progress: Callable[[str], None] = lambd
                     f" {s['errors']:.0f} errors, quality {s['quality']:.3f}, SLO {s['slo_attainment']:.3f}"
                 )
     report = compare(runs)
+    from deployments.profile import Profile
+    from gateway.replay_offline import offline_ratios
+
+    progress("replay: the same policy offline, on the same arrivals")
+    report.update(
+        offline_ratios(
+            Profile.model_validate(profile_dict), [rows[a.prompt] for a in arrivals], tier_models, usd_per_token
+        )
+    )
     report["setup"] = {
         "prompts": len(rows),
         "arrivals_per_run": len(arrivals),

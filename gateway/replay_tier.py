@@ -308,6 +308,9 @@ class ReplayConfig:
     max_batch: int = 8
     max_queue: int = 64
     retry_after_s: int = 1
+    # Off by default: the outcome tables carry no logprobs, and a verifier fed ones derived from the
+    # recorded score would look better live than it can on a real engine.
+    synthetic_logprobs: bool = False
 
 
 def synthetic_logprobs(tokens: Sequence[str], score: float, seed: str, top_n: int) -> dict[str, Any]:
@@ -397,7 +400,7 @@ class ReplayTier:
         if cap is not None and token_count(answer) > int(cap):
             answer, finish = answer[: int(int(cap) * CHARS_PER_TOKEN)], "length"
         tokens = split_tokens(answer)
-        want_logprobs = bool(body.get("logprobs"))
+        want_logprobs = bool(body.get("logprobs")) and self.config.synthetic_logprobs
         top_n = int(body.get("top_logprobs") or 0)
         logprobs = synthetic_logprobs(tokens, hit.score, hit.row_id, top_n) if want_logprobs else None
         headers = {SYNTHETIC_LOGPROBS_HEADER: SYNTHETIC_LOGPROBS_VALUE} if want_logprobs else {}

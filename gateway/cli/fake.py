@@ -38,6 +38,11 @@ def register(app: typer.Typer) -> None:
             " e.g. llama-3.2-1b@l4, llama-3.1-8b@l4, llama-3.3-70b@h100x4 (replaces --ttft-ms/--token-delay-ms).",
         ),
         max_batch: int = typer.Option(8, "--max-batch", min=1, help="With --replay: requests decoded at once."),
+        synthetic_logprobs: bool = typer.Option(
+            False,
+            "--synthetic-logprobs",
+            help="With --replay: answer logprobs=true with logprobs derived from the recorded score (labelled).",
+        ),
         max_queue: int = typer.Option(
             64, "--max-queue", min=0, help="With --replay: requests that may wait (FIFO); beyond, 503 + Retry-After."
         ),
@@ -65,6 +70,7 @@ def register(app: typer.Typer) -> None:
                     token_delay_ms=token_delay_ms,
                     max_batch=max_batch,
                     max_queue=max_queue,
+                    synthetic_logprobs=synthetic_logprobs,
                 )
             except ReplayError as err:
                 typer.echo(f"error: {err}", err=True)

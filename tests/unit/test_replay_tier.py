@@ -105,7 +105,19 @@ async def test_max_tokens_cuts_the_answer_with_finish_reason_length(url: str) ->
     assert len(choice["message"]["content"]) == 8
 
 
-async def test_synthetic_logprobs_are_labelled_deterministic_and_follow_the_score(url: str) -> None:
+async def test_no_logprobs_unless_synthetic_ones_are_asked_for(url: str) -> None:
+    _, headers, a = await _post(url, _chat(_row_with(1.0).prompt, logprobs=True))
+    assert a["choices"][0].get("logprobs") is None and SYNTHETIC_LOGPROBS_HEADER not in headers
+
+
+@pytest.fixture
+async def synthetic_url() -> AsyncIterator[str]:
+    async with _serve(synthetic_logprobs=True) as u:
+        yield u
+
+
+async def test_synthetic_logprobs_are_labelled_deterministic_and_follow_the_score(synthetic_url: str) -> None:
+    url = synthetic_url
     right, wrong = _row_with(1.0), _row_with(0.0)
     s1, h1, a = await _post(url, _chat(right.prompt, logprobs=True, top_logprobs=2))
     _, _, a_again = await _post(url, _chat(right.prompt, logprobs=True, top_logprobs=2))
