@@ -34,7 +34,12 @@ def create_app(
     """The gateway app. `scorer` replaces the profile's (tests); `access_sink` receives one JSON
     access line per request (default: the `tiergate.access` logger, when enabled)."""
     profile = settings.profile
-    state = AppState(profile, scorer)
+    state = AppState(
+        profile,
+        scorer,
+        profile_path=settings.profile_path,
+        policy_override_path=settings.policy_override_path,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -93,7 +98,11 @@ def create_app(
     gw = profile.gateway
     ChatEndpoint.install(app, state.service)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=gw.max_body_bytes)
-    app.add_middleware(AuthMiddleware, api_keys=[k.get_secret_value() for k in gw.api_keys])
+    app.add_middleware(
+        AuthMiddleware,
+        api_keys=[k.get_secret_value() for k in gw.api_keys],
+        admin_key=gw.admin_key.get_secret_value() if gw.admin_key is not None else None,
+    )
     sink = (access_sink or logs.logger_sink()) if gw.access_log else None
     app.add_middleware(
         RequestContextMiddleware, metrics=state.metrics, access_sink=sink, metered_path=ChatEndpoint.path

@@ -27,6 +27,7 @@ from gateway.errors import AuthenticationFailed, PayloadTooLarge, render
 from gateway.metrics import GatewayMetrics
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+ADMIN_PREFIX = "/admin/"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -128,11 +129,23 @@ def key_id(key: str) -> str:
 
 
 class AuthMiddleware:
-    def __init__(self, app: ASGIApp, *, api_keys: list[str]) -> None:
+    """API keys for the API; the admin key, and only it, for ADMIN_PREFIX (refused when none is set)."""
+
+    def __init__(self, app: ASGIApp, *, api_keys: list[str], admin_key: str | None = None) -> None:
         self.app = app
         self._keys = [(k.encode(), key_id(k)) for k in api_keys]
+        self._admin = admin_key.encode() if admin_key else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(ADMIN_PREFIX):
+            presented = _bearer(_header(scope, b"authorization"))
+            if self._admin is None or presented is None or not hmac.compare_digest(presented, self._admin):
+                message = "Admin routes need the admin key." if self._admin else "Admin routes are off: no admin_key."
+                await render(AuthenticationFailed(message))(scope, receive, send)
+                return
+            context_of(scope).authenticated("admin")
+            await self.app(scope, receive, send)
+            return
         if scope["type"] != "http" or not self._keys or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return

@@ -7,12 +7,12 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from deployments.profile import LATENCY_CLASSES
+from deployments.profile import LATENCY_CLASSES, ProfileError, RoutingSpec
 from gateway.errors import (
     AuthenticationFailed,
     HTTPError,
@@ -162,3 +162,30 @@ async def readyz(request: Request) -> Response:
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     return Response(_state(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
+@router.post("/admin/route-preview")
+async def route_preview(request: Request) -> Response:
+    """What model=auto would do with this chat request now (tier, ladder, scores, estimates); calls no tier."""
+    return _json(_state(request).service.preview(request.headers, await request.body()))
+
+
+@router.get("/admin/policy")
+async def get_policy(request: Request) -> Response:
+    """The routing section in force (thresholds, cascade, latency classes)."""
+    return _json(_state(request).profile.routing.model_dump(mode="json"))
+
+
+@router.put("/admin/policy")
+async def put_policy(request: Request) -> Response:
+    """Replace the routing section; validated against the tiers, applied to the next request."""
+    try:
+        routing = RoutingSpec.model_validate_json(await request.body())
+        _state(request).publish_routing(routing)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidRequest(f"routing.{where}: {first['msg']}", param=where or None) from None
+    except ProfileError as err:
+        raise InvalidRequest(str(err)) from None
+    return _json(_state(request).profile.routing.model_dump(mode="json"))

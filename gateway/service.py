@@ -6,6 +6,7 @@ Route handlers stay a line long; everything a request goes through is here, in t
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -43,7 +44,7 @@ from gateway.streaming import SSEResponse, relay
 from gateway.tiers import Tier, TierRegistry
 from gateway.upstream import UpstreamClient
 from router.runtime.cascade import AnswerJudge
-from router.runtime.policy import PolicyConfig, RoutingRequest, Scorer, decide
+from router.runtime.policy import Decision, PolicyConfig, RoutingRequest, Scorer, decide
 from router.runtime.slo import Budget, Estimate, LatencyEstimator, TierLoad
 
 LATENCY_HEADER = "x-tiergate-latency-class"
@@ -157,6 +158,47 @@ class ChatService:
             raise ClientClosed from None
         return b"".join(chunks)
 
+    def set_policy(self, profile: Profile, scorer: Scorer, judge: AnswerJudge | None, start: tuple[float, ...]) -> None:
+        """Route the next request by a new routing section (tiers unchanged); see gateway.policy_watch."""
+        self.profile = profile
+        self.scorer = scorer
+        self.judge = judge
+        self.policy = policy_config(profile, start)
+        self.default_class = profile.routing.default_latency_class
+
+    def preview(self, headers: Mapping[str, str], raw: bytes) -> dict[str, Any]:
+        """What `model=auto` would do with this request now, calling no tier (POST /admin/route-preview)."""
+        parsed = parse_chat_request(raw)
+        route, decision = self._decide(headers, parsed, "auto")
+        estimates: dict[str, Any] = {}
+        for name in self.tiers.names:
+            est = self._estimate(name, route.prompt_tokens, parsed.max_tokens)
+            if est is None:
+                continue
+            out = parsed.max_tokens or self.tiers.by_name[name].default_max_tokens
+            if self.estimator is not None:
+                out = min(out, round(self.estimator.corrections(name)["output_tokens"]))
+            estimates[name] = {
+                "ttft_ms": round(est.ttft_ms, 3),
+                "total_ms": round(est.total_ms, 3),
+                "cost_usd": self._cost(name, route.prompt_tokens, out),
+                "load": {"running": self._load(name).running, "waiting": self._load(name).waiting,
+                         "source": self._load(name).source},
+            }  # fmt: skip
+        assert decision is not None
+        return {
+            "tier": decision.tier,
+            "ladder": list(route.ladder),
+            "scores": list(decision.scores),
+            "reason": decision.reason,
+            "slo_at_risk": decision.slo_at_risk,
+            "cascade": route.cascade,
+            "latency_class": route.latency_class,
+            "budget": {"ttft_ms": route.budget.ttft_ms, "total_ms": route.budget.total_ms},
+            "prompt_tokens": route.prompt_tokens,
+            "estimates": estimates,
+        }
+
     def _load(self, tier: str) -> TierLoad:
         """The engine's own running/waiting counts when it exposes them, else this process's in-flight."""
         if self.engine_load is not None:
@@ -175,18 +217,31 @@ class ChatService:
 
     def _choose_tier(self, request: Request, parsed: ParsedRequest, ctx: RequestContext) -> Route:
         """The tier to try first, the larger tiers an overflow or a cascade may use, and the budget."""
-        name = parsed.checked.model
-        latency_class = request.headers.get(LATENCY_HEADER, self.default_class)
+        route, decision = self._decide(request.headers, parsed, parsed.checked.model)
+        if decision is not None:
+            self.metrics.routed(decision.tier, decision.reason)
+        ctx.routed(
+            route.tier.name,
+            latency_class=route.latency_class,
+            reason=None if decision is None else decision.reason,
+            stream=parsed.stream,
+            passed_through=parsed.unknown_fields,
+        )
+        return route
+
+    def _decide(self, headers: Mapping[str, str], parsed: ParsedRequest, name: str) -> tuple[Route, Decision | None]:
+        """The route for `name` ('auto' or a tier), and the policy's decision when it routed. No side effects."""
+        latency_class = headers.get(LATENCY_HEADER, self.default_class)
         if not _is_latency_class(latency_class):
             raise InvalidRequest(f"{LATENCY_HEADER} must be one of {', '.join(LATENCY_CLASSES)}.", param=LATENCY_HEADER)
         routing = self.profile.routing
         # A stream the cascade buffers reaches the caller whole, like an unstreamed answer.
         buffered = self.judge is not None and routing.cascade.enabled and routing.stream_mode(latency_class) == "buffer"
         budget = request_budget(
-            request.headers, latency_class, routing, sent_whole=not parsed.stream or (name == "auto" and buffered)
+            headers, latency_class, routing, sent_whole=not parsed.stream or (name == "auto" and buffered)
         )
         prompt_tokens = estimate_prompt_tokens(parsed.routing_text())
-        reason = None
+        decision: Decision | None = None
         cascade = False
         if name == "auto":
             estimates: dict[str, Estimate] = {}
@@ -207,12 +262,10 @@ class ChatService:
                 estimates=estimates or None,
                 budget=budget,
             )
-            self.metrics.routed(decision.tier, decision.reason)
-            reason = decision.reason
             name = decision.tier
             ladder = decision.ladder
-            cascading = self.judge is not None and self.profile.routing.cascade.enabled and len(ladder) > 1
-            cascade = cascading and (not parsed.stream or self.profile.routing.stream_mode(latency_class) == "buffer")
+            cascading = self.judge is not None and routing.cascade.enabled and len(ladder) > 1
+            cascade = cascading and (not parsed.stream or routing.stream_mode(latency_class) == "buffer")
         else:
             ladder = (name,)
         tier = self.tiers.by_name.get(name)
@@ -222,14 +275,7 @@ class ChatService:
                 param="model",
                 code="model_not_found",
             )
-        ctx.routed(
-            tier.name,
-            latency_class=latency_class,
-            reason=reason,
-            stream=parsed.stream,
-            passed_through=parsed.unknown_fields,
-        )
-        return Route(tier, ladder, budget, latency_class, cascade, prompt_tokens)
+        return Route(tier, ladder, budget, latency_class, cascade, prompt_tokens), decision
 
     def _cost(self, tier: str, prompt_tokens: int, completion_tokens: int) -> float:
         econ = self.economics.get(tier)

@@ -34,6 +34,13 @@ class GatewaySettings(BaseModel):
         "None leaves logging to the application that embeds the gateway.",
     )
     probe_interval_s: float = Field(default=5.0, gt=0.0, description="Seconds between tier probes once all are ready.")
+    profile_path: str | None = Field(
+        default=None, description="The profile file; its routing section is re-read when it changes on disk."
+    )
+    policy_override_path: str | None = Field(
+        default=None,
+        description="File where PUT /admin/policy leaves the new routing section for the sibling workers.",
+    )
 
     def to_env(self) -> dict[str, str]:
         """The environment entry that hands these settings to a worker process."""

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from deployments.economics import tier_economics
 from deployments.planning import TierPlanningError, kv_tokens_capacity
-from deployments.profile import Profile, ProfileError
+from deployments.profile import Profile, ProfileError, RoutingSpec
 from gateway.admission import TierAdmission
 from gateway.engine_load import EngineLoadPoller
 from gateway.metrics import GatewayMetrics
+from gateway.policy_watch import PolicyWatcher, write_override
 from gateway.service import ChatService
 from gateway.tiers import TierRegistry
 from gateway.upstream import UpstreamClient
@@ -107,8 +111,16 @@ def engine_load_poller(profile: Profile) -> EngineLoadPoller:
 
 
 class AppState:
-    def __init__(self, profile: Profile, scorer: Scorer | None = None) -> None:
+    def __init__(
+        self,
+        profile: Profile,
+        scorer: Scorer | None = None,
+        *,
+        profile_path: str | None = None,
+        policy_override_path: str | None = None,
+    ) -> None:
         self.profile = profile
+        self._fixed_scorer = scorer
         parts = RouterParts(scorer) if scorer is not None else load_router(profile)
         self.scorer: Scorer = parts.scorer
         try:
@@ -139,12 +151,40 @@ class AppState:
             engine_load=self.engine_load,
         )
 
+        self.override_path = Path(policy_override_path) if policy_override_path else None
+        self.policy_watch = PolicyWatcher(
+            self.apply_routing,
+            profile_path=Path(profile_path) if profile_path else None,
+            override_path=self.override_path,
+        )
+
+    def apply_routing(self, routing: RoutingSpec) -> None:
+        """Serve the next request under a new routing section; raises ProfileError when it does not fit the tiers."""
+        data = self.profile.model_dump()
+        data["routing"] = routing.model_dump()
+        try:
+            profile = Profile.model_validate(data)
+        except ValidationError as err:
+            raise ProfileError(f"routing: {err}") from None
+        parts = RouterParts(self._fixed_scorer) if self._fixed_scorer is not None else load_router(profile)
+        self.profile = profile
+        self.scorer = parts.scorer
+        self.service.set_policy(profile, parts.scorer, parts.judge, parts.start_thresholds)
+
+    def publish_routing(self, routing: RoutingSpec) -> None:
+        """Apply here, and leave it where this serve's other workers pick it up."""
+        self.apply_routing(routing)
+        if self.override_path is not None:
+            write_override(self.override_path, routing)
+
     async def start(self, probe_interval_s: float) -> None:
         await self.client.start()
         self.tiers.start(self.client, probe_interval_s)
         await self.engine_load.start()
+        self.policy_watch.start()
 
     async def stop(self) -> None:
+        await self.policy_watch.stop()
         await self.engine_load.stop()
         await self.tiers.stop()
         await self.client.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import typer
 
@@ -38,16 +39,30 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("give either --profile or one or more --upstream NAME=URL")
         pairs = [parse_upstream(u) for u in upstream]
 
+        import tempfile
+
         import uvicorn
 
+        from deployments.profile import resolve_profile_path
         from gateway.settings import GatewaySettings
 
         with errors_exit():
             resolved = resolve_profile(profile, pairs, host=host, port=port)
+            profile_file = str(resolve_profile_path(profile).resolve()) if profile else None
         gw = resolved.gateway
         level = log_level or gw.log_level
+        # Where PUT /admin/policy leaves a new routing section for this serve's other workers.
+        override = Path(tempfile.gettempdir()) / f"tiergate-policy-{os.getpid()}.json"
+        override.unlink(missing_ok=True)
         # The one channel to the worker processes (this one too, with one worker): see gateway/settings.py.
-        settings = GatewaySettings.model_validate({"profile": resolved, "log_level": level.lower()})
+        settings = GatewaySettings.model_validate(
+            {
+                "profile": resolved,
+                "log_level": level.lower(),
+                "profile_path": profile_file,
+                "policy_override_path": str(override),
+            }
+        )
         os.environ.update(settings.to_env())
         tiers = ", ".join(f"{t.name} -> {t.endpoint}" for t in resolved.tiers)
         typer.echo(f"tiergate gateway on http://{gw.host}:{gw.port}/v1 ({workers} worker(s)); tiers: {tiers}")
