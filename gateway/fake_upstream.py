@@ -131,7 +131,12 @@ class FakeUpstream:
         if cfg.failure_rate and self._rng.random() < cfg.failure_rate:
             return self._error(cfg.failure_status, "simulated failure")
         if self.replay is not None:
-            return await self.replay.chat(request, body, self.requests)
+            try:
+                return await self.replay.chat(request, body, self.requests)
+            except asyncio.CancelledError:
+                # The caller (the gateway) hung up: what the disconnect tests count.
+                self.cancelled += 1
+                raise
         cap = body.get("max_completion_tokens") or body.get("max_tokens") or cfg.reply_tokens
         n_tokens = max(min(cfg.reply_tokens, int(cap)), 1)
         prompt_tokens = sum(len(str(m.get("content") or "")) for m in body.get("messages", [])) // 4 + 1
