@@ -260,8 +260,8 @@ class GatewaySpec(_Strict):
     admin_key: SecretStr | None = Field(
         default=None,
         description=(
-            "Bearer key for admin routes (or TIERGATE_ADMIN_KEY); at least 16 characters. Not yet used:"
-            " validated and masked, but the gateway has no admin route yet."
+            "Bearer key for /admin/* (route preview, policy read and change), or TIERGATE_ADMIN_KEY; at least"
+            " 16 characters. None: the admin routes are refused."
         ),
     )
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)

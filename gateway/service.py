@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeGuard
 
 import orjson
@@ -18,6 +18,8 @@ from starlette.types import Receive, Scope, Send
 from deployments.economics import TierEconomics
 from deployments.profile import LATENCY_CLASSES, LatencyClass, Profile
 from gateway.admission import Lease, TierAdmission, estimate_prompt_tokens
+from gateway.affinity import HEADER as AFFINITY_HEADER
+from gateway.affinity import AffinityStore, conversation_key
 from gateway.budgets import request_budget
 from gateway.cascade import (
     CascadeOutcome,
@@ -72,6 +74,7 @@ class Route:
     latency_class: LatencyClass
     cascade: bool
     prompt_tokens: int
+    conversation: str | None = None
 
 
 class ChatService:
@@ -101,6 +104,7 @@ class ChatService:
         self.judge = judge
         self.engine_load = engine_load
         self.engines = {t.name: t.engine for t in profile.tiers}
+        self.affinity = AffinityStore()
         self.timeout_s = profile.gateway.request_timeout_s
         self.max_body_bytes = profile.gateway.max_body_bytes
         self.default_class = profile.routing.default_latency_class
@@ -122,6 +126,7 @@ class ChatService:
             if route.cascade:
                 response = await self._cascade(request, ctx, parsed, route)
                 await response(scope, receive, send)
+                self._remember(route, ctx.tier)
                 return
             tokens = route.prompt_tokens + (parsed.max_tokens or route.tier.default_max_tokens)
             tier, lease = await self._admit(request, ctx, route.tier, route.ladder, tokens)
@@ -136,6 +141,7 @@ class ChatService:
             finally:
                 lease.release()
             self._observe(ctx, tier.name, route, streamed=parsed.stream)
+            self._remember(route, tier.name)
         except HTTPError as err:
             ctx.failed(err)
             if err.counts_as_tier_failure and ctx.tier:
@@ -243,6 +249,7 @@ class ChatService:
         prompt_tokens = estimate_prompt_tokens(parsed.routing_text())
         decision: Decision | None = None
         cascade = False
+        conversation: str | None = None
         if name == "auto":
             estimates: dict[str, Estimate] = {}
             for tier_name in self.tiers.names:
@@ -262,6 +269,8 @@ class ChatService:
                 estimates=estimates or None,
                 budget=budget,
             )
+            conversation = conversation_key(headers.get(AFFINITY_HEADER), parsed.checked.messages)
+            decision = self._keep_floor(decision, self.affinity.floor(conversation))
             name = decision.tier
             ladder = decision.ladder
             cascading = self.judge is not None and routing.cascade.enabled and len(ladder) > 1
@@ -275,7 +284,15 @@ class ChatService:
                 param="model",
                 code="model_not_found",
             )
-        return Route(tier, ladder, budget, latency_class, cascade, prompt_tokens), decision
+        return Route(tier, ladder, budget, latency_class, cascade, prompt_tokens, conversation), decision
+
+    def _keep_floor(self, decision: Decision, floor: int | None) -> Decision:
+        """Start no lower than the tier that answered this conversation before (gateway.affinity)."""
+        names = self.tiers.names
+        if floor is None or floor <= names.index(decision.tier):
+            return decision
+        up = tuple(n for n in decision.ladder if names.index(n) >= floor) or (names[min(floor, len(names) - 1)],)
+        return replace(decision, tier=up[0], tier_index=names.index(up[0]), ladder=up, reason="conversation-affinity")
 
     def _cost(self, tier: str, prompt_tokens: int, completion_tokens: int) -> float:
         econ = self.economics.get(tier)
@@ -294,6 +311,10 @@ class ChatService:
     def _single_outcome(self, ctx: RequestContext, tier: str, route: Route, *, done: bool) -> None:
         cost = self._cost(tier, ctx.prompt_tokens, ctx.completion_tokens) if done else None
         ctx.attempted((tier,), 0, cost, self._slo(ctx, route.budget, done=done))
+
+    def _remember(self, route: Route, tier: str | None) -> None:
+        if route.conversation is not None and tier in self.tiers.by_name:
+            self.affinity.record(route.conversation, self.tiers.names.index(tier))
 
     def _observe(self, ctx: RequestContext, tier: str, route: Route, *, streamed: bool) -> None:
         """After the last byte: count the SLO, the spend, and teach the estimator what this tier did."""

@@ -250,3 +250,14 @@ def test_an_edit_of_the_profile_file_is_picked_up(stack: Stack) -> None:
         assert got["cascade"]["max_escalations"] == 1
     finally:
         stack.profile_path.write_text(original)
+
+
+def test_a_conversation_does_not_bounce_down_the_ladder(stack: Stack) -> None:
+    prompt = _starting_at_small(stack)
+    conv = {"x-tiergate-conversation-id": "conv-affinity-test", "x-tiergate-latency-class": "batch"}
+    first = stack.chat(prompt, headers=conv)
+    served = first.headers["x-tiergate-tier"]
+    assert served != "small"  # rung 0 is always escalated
+    later = stack.preview(prompt, **conv)
+    assert later["tier"] == served and later["reason"] == "conversation-affinity"
+    assert stack.preview(prompt, **{"x-tiergate-latency-class": "batch"})["tier"] == "small"
