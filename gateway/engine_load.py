@@ -10,7 +10,6 @@ to that in-flight count, and `TierLoad.source` says so.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ from collections.abc import Mapping
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.background import stop_task
 from router.runtime.slo import TierLoad
 
 log = logging.getLogger("tiergate.engine_load")
@@ -73,11 +73,8 @@ class EngineLoadPoller:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         if self._session is not None:
             await self._session.close()
             self._session = None

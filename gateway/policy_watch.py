@@ -14,7 +14,6 @@ replicas: an edit there reaches every pod; a PUT reaches the pod's own workers o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 import orjson
 
 from deployments.profile import ProfileError, RoutingSpec, load_profile
+from gateway.background import stop_task
 
 log = logging.getLogger("tiergate.policy")
 
@@ -73,11 +73,8 @@ class PolicyWatcher:
             self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     def check(self) -> str | None:
         """Apply what changed since the last check; returns which file it was (for tests and logs)."""

@@ -8,11 +8,11 @@ model only once its deployment is up). `/readyz` is true while at least one tier
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 
 from deployments.profile import TierSpec
+from gateway.background import stop_task
 from gateway.errors import HTTPError
 from gateway.metrics import GatewayMetrics
 from gateway.upstream import UpstreamClient
@@ -100,8 +100,5 @@ class TierRegistry:
             await asyncio.sleep(interval_s if all(t.ready for t in self.tiers) else min(interval_s, 1.0))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
