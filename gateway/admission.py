@@ -14,10 +14,10 @@ What a request holds is a `Lease`: taken once at admission, released exactly onc
 finishes the request (the chat service, after the last byte went out or the request failed),
 however it ends. Releasing twice is harmless, so no exit path needs to know what another did.
 
-Prompt tokens are estimated with the router's `CHARS_PER_TOKEN` (the gateway has no tokenizer for
-every tier), counted over UTF-8 bytes rather than characters: the same number as the router's
-estimate for ASCII text, and higher for other scripts (a CJK character is about one token, not a
-quarter), which only makes admission more careful.
+Prompt tokens come from the one estimate, `router.runtime.prompt_features.estimate_tokens` (the
+gateway has no tokenizer for every tier): UTF-8 bytes over four, higher than characters over four
+for other scripts (a CJK character is about one token, not a quarter), which only makes admission
+more careful.
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.errors import Overloaded
-from router.runtime.prompt_features import CHARS_PER_TOKEN
+from router.runtime.prompt_features import estimate_tokens
 
+# The one token estimate (router.runtime.prompt_features), named for what admission sizes with it.
+estimate_prompt_tokens = estimate_tokens
 
-def estimate_prompt_tokens(text: str) -> int:
-    """Tokens a prompt will hold in the KV cache, erring high; see the module docstring."""
-    return math.ceil(len(text.encode("utf-8", "replace")) / CHARS_PER_TOKEN) + 1
+# The one token estimate (router.runtime.prompt_features); named here for what admission uses it for.
 
 
 @dataclass(slots=True)

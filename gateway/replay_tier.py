@@ -40,7 +40,7 @@ from router.capacity import CATALOGUE, GPUS, PlanInputs, plan
 from router.capacity.architectures import catalogue_architecture
 from router.offline.outcomes import OutcomeRow, canonical_model
 from router.offline.tables import load_outcomes
-from router.runtime.prompt_features import CHARS_PER_TOKEN
+from router.runtime.prompt_features import CHARS_PER_TOKEN, estimate_tokens
 
 SYNTHETIC_LOGPROBS_HEADER = "x-fake-logprobs"
 SYNTHETIC_LOGPROBS_VALUE = "synthetic-from-recorded-score"
@@ -61,8 +61,8 @@ def normalise_prompt(text: str) -> str:
 
 
 def token_count(text: str) -> int:
-    """Tokens of `text` as the router estimates them (same rule, so usage and routing agree)."""
-    return int(len(text) / CHARS_PER_TOKEN) + 1
+    """Tokens of `text` as the gateway estimates them (one rule, so usage and routing agree)."""
+    return estimate_tokens(text)
 
 
 def split_tokens(text: str) -> list[str]:

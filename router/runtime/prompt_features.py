@@ -130,6 +130,16 @@ def prompt_features(text: str) -> list[float]:
     ]
 
 
+def estimate_tokens(text: str) -> int:
+    """Tokens `text` takes, for sizing (KV admission, usage of fakes, the heuristic's length signal).
+
+    UTF-8 bytes over CHARS_PER_TOKEN, rounded up, plus one: for English the same as characters / 4,
+    and higher for scripts that BPE vocabularies split finely (a CJK character is three bytes and
+    often one token or more), which is the safe direction for admission.
+    """
+    return math.ceil(len(text.encode("utf-8", "replace")) / CHARS_PER_TOKEN) + 1
+
+
 # --- The rule scorer's heuristic (no training; a length and cue count) ---
 
 # About 4 characters per token for English BPE vocabularies; good enough for a length signal.
@@ -197,7 +207,7 @@ def extract(text: str, turns: int = 1) -> PromptFeatures:
     math = any(w in _MATH_HEURISTIC_WORDS for w in words) or _MATH_EXPR.search(sample) is not None
     return PromptFeatures(
         chars=len(text),
-        est_tokens=int(len(text) / CHARS_PER_TOKEN) + 1,
+        est_tokens=estimate_tokens(text),
         code=code,
         math=math,
         reasoning_cues=reasoning,
