@@ -228,7 +228,7 @@ class Launcher:
             raise LaunchError(f"ray is not installed ({err}); run `make setup`") from None
         self.say(f"starting a local Ray ({self.opts.ray_num_cpus} logical CPUs)")
         self._ray_started = True  # set first: a half-started Ray must still be shut down
-        ray.init(
+        context = ray.init(
             address="local",
             num_cpus=self.opts.ray_num_cpus,
             include_dashboard=False,
@@ -237,6 +237,10 @@ class Launcher:
             namespace="tiergate",
             configure_logging=self.opts.verbose,
         )
+        session_dir = context.address_info.get("session_dir") if hasattr(context, "address_info") else None
+        if session_dir:
+            # The terminal keeps to progress lines; Ray's, Serve's and vLLM's own lines are in here.
+            self.say(f"Ray, Serve and vLLM log to {Path(session_dir) / 'logs'} (--verbose shows them here)")
         # ray.init installs its own SIGTERM handling (a C++ crash handler that re-raises the signal,
         # killing this process mid-shutdown); take the signals back so the ordered stop runs.
         for sig in (signal.SIGINT, signal.SIGTERM):
