@@ -150,6 +150,9 @@ class GatewayMetrics:
         }
         self._request_children: dict[tuple[str, int], Counter] = {}
         self._routing_children: dict[tuple[str, str], Counter] = {}
+        # Children looked up once: labels() costs a lock and a dict build on every call.
+        self._cost_children: dict[str, Counter] = {}
+        self._slo_children: dict[tuple[str, str], Counter] = {}
         for name in tier_names:
             self.tier_ready.labels(name).set(0)
 
@@ -171,7 +174,17 @@ class GatewayMetrics:
 
     def spent(self, tier: str, cost_usd: float) -> None:
         if cost_usd > 0:
-            self.cost.labels(tier).inc(cost_usd)
+            child = self._cost_children.get(tier)
+            if child is None:
+                child = self._cost_children[tier] = self.cost.labels(tier)
+            child.inc(cost_usd)
+
+    def slo_result(self, latency_class: str, result: str) -> None:
+        key = (latency_class, result)
+        child = self._slo_children.get(key)
+        if child is None:
+            child = self._slo_children[key] = self.slo.labels(latency_class, result)
+        child.inc()
 
     def watch_admission(self, tier: str, gate: AdmissionView) -> None:
         """Gauges read the gate's live numbers at scrape time, so the hot path updates nothing."""

@@ -323,7 +323,7 @@ class ChatService:
         total_ms = (time.perf_counter() - ctx.t0) * 1e3
         ttft_ms = None if ctx.ttft_s is None else ctx.ttft_s * 1e3
         met = route.budget.met(ttft_ms, total_ms)
-        self.metrics.slo.labels(route.latency_class, "met" if met else "missed").inc()
+        self.metrics.slo_result(route.latency_class, "met" if met else "missed")
         self.metrics.spent(tier, self._cost(tier, ctx.prompt_tokens, ctx.completion_tokens))
         if self.estimator is not None:
             self.estimator.observe(
@@ -420,7 +420,7 @@ class ChatService:
         ctx.first_token(time.perf_counter())
         slo = self._slo(ctx, route.budget, done=True)
         ctx.attempted(tuple(outcome.tiers_tried), len(outcome.escalations), outcome.cost_usd, slo)
-        self.metrics.slo.labels(route.latency_class, slo).inc()
+        self.metrics.slo_result(route.latency_class, slo)
         self.metrics.spent(answer.tier, answer.cost_usd)
         if parsed.stream:
             opts = parsed.checked.stream_options
