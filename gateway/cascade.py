@@ -35,12 +35,17 @@ class TierAnswer:
 
 @dataclass
 class CascadeOutcome:
-    """What the caller gets and what the headers and metrics say about how it was made."""
+    """What the caller gets and what the headers and metrics say about how it was made.
 
-    answer: TierAnswer
+    `answer` is None when the cascade climbed to the last tier of the ladder for a streamed request:
+    nothing is left to judge, so the caller gets that tier's live stream (`stream_tier`).
+    """
+
+    answer: TierAnswer | None
     answers: list[TierAnswer]
     escalations: list[tuple[str, str, str]] = field(default_factory=list)  # (from, to, reason)
     stop_reason: str = "accepted"
+    stream_tier: str | None = None
 
     @property
     def tiers_tried(self) -> list[str]:
@@ -92,17 +97,21 @@ async def run_cascade(
     estimate: Callable[[str], Estimate],
     started: float,
     clock: Callable[[], float] = time.perf_counter,
+    stream_last: bool = False,
 ) -> CascadeOutcome:
     """Ask `ladder[0]`, then climb while the judge doubts the answer and the budget allows.
 
     `started` is the request's start on `clock` (seconds): the time already spent counts against
-    the budget when deciding whether the next tier still fits.
+    the budget when deciding whether the next tier still fits. With `stream_last`, a climb to the
+    last tier is not called here: its answer would be accepted unjudged, so the caller streams it.
     """
     answers: list[TierAnswer] = []
     attempts: list[Attempt] = []
     escalations: list[tuple[str, str, str]] = []
     tier = ladder[0]
     while True:
+        if stream_last and answers and ladder.index(tier) == len(ladder) - 1:
+            return CascadeOutcome(None, answers, escalations, "streamed-top", stream_tier=tier)
         answer = await call(tier)
         answers.append(answer)
         is_top = ladder.index(tier) == len(ladder) - 1

@@ -124,8 +124,14 @@ class ChatService:
             parsed = parse_chat_request(await self._read_body(request))
             route = self._choose_tier(request, parsed, ctx)
             if route.cascade:
-                response = await self._cascade(request, ctx, parsed, route)
-                await response(scope, receive, send)
+                response, held = await self._cascade(request, ctx, parsed, route)
+                try:
+                    await response(scope, receive, send)
+                finally:
+                    if held is not None:
+                        held.release()
+                if held is not None and ctx.tier is not None:
+                    self._observe(ctx, ctx.tier, route, streamed=True)
                 self._remember(route, ctx.tier)
                 return
             tokens = route.prompt_tokens + (parsed.max_tokens or route.tier.default_max_tokens)
@@ -379,8 +385,14 @@ class ChatService:
             elapsed * 1e3,
         )
 
-    async def _cascade(self, request: Request, ctx: RequestContext, parsed: ParsedRequest, route: Route) -> Response:
-        """Ask the cheapest accepted tier, judge, climb while the verifier doubts and the budget allows."""
+    async def _cascade(
+        self, request: Request, ctx: RequestContext, parsed: ParsedRequest, route: Route
+    ) -> tuple[Response, Lease | None]:
+        """Ask the cheapest accepted tier, judge, climb while the verifier doubts and the budget allows.
+
+        Returns the response and, when it streams the last tier live, that stream's lease (the
+        caller releases it once the response is sent).
+        """
         assert self.judge is not None
         cascade = self.profile.routing.cascade
 
@@ -397,18 +409,49 @@ class ChatService:
             budget=route.budget,
             estimate=estimate,
             started=ctx.t0,
+            stream_last=parsed.stream,
         )
-        return self._cascade_response(ctx, parsed, route, outcome)
+        if outcome.stream_tier is None:
+            return self._cascade_response(ctx, parsed, route, outcome), None
+        return await self._stream_top(request, ctx, parsed, route, outcome)
+
+    async def _stream_top(
+        self, request: Request, ctx: RequestContext, parsed: ParsedRequest, route: Route, outcome: CascadeOutcome
+    ) -> tuple[Response, Lease]:
+        """The cascade climbed to the last tier of a streamed request: relay that tier's stream live."""
+        assert outcome.stream_tier is not None
+        self._count_attempts(outcome)
+        tier = self.tiers.by_name[outcome.stream_tier]
+        ctx.moved_to(tier.name, ctx.route_reason or "cascade")
+        tokens = route.prompt_tokens + (parsed.max_tokens or tier.default_max_tokens)
+        gate = self.admission[tier.name]
+        realtime = ctx.latency_class == "realtime"
+        lease = gate.try_lease(tokens, realtime=realtime)
+        if lease is None:
+            lease = await unless_disconnected(request.receive, gate.lease(tokens, realtime=realtime))
+        try:
+            response = await self._stream(request, ctx, tier, parsed, self._upstream_body(parsed, tier), lease)
+        except BaseException:
+            lease.release()
+            raise
+        tried = (*outcome.tiers_tried, tier.name)
+        # The streamed answer's cost is known only at its end (metrics count it); the header would lie.
+        ctx.attempted(tried, len(outcome.escalations), None, self._slo(ctx, route.budget, done=False))
+        return response, lease
+
+    def _count_attempts(self, outcome: CascadeOutcome) -> None:
+        for attempt in outcome.answers:
+            if attempt is not outcome.answer:
+                self.metrics.attempt(attempt.tier, attempt.prompt_tokens, attempt.completion_tokens, attempt.cost_usd)
+        for src, dst, why in outcome.escalations:
+            self.metrics.escalations.labels(src, dst, why).inc()
 
     def _cascade_response(
         self, ctx: RequestContext, parsed: ParsedRequest, route: Route, outcome: CascadeOutcome
     ) -> Response:
         answer = outcome.answer
-        for attempt in outcome.answers:
-            if attempt is not answer:
-                self.metrics.attempt(attempt.tier, attempt.prompt_tokens, attempt.completion_tokens, attempt.cost_usd)
-        for src, dst, why in outcome.escalations:
-            self.metrics.escalations.labels(src, dst, why).inc()
+        assert answer is not None
+        self._count_attempts(outcome)
         if outcome.stop_reason in ("budget-spent", "max-escalations"):
             ctx.extra_headers.append((b"x-tiergate-cascade-stopped", outcome.stop_reason.encode()))
         ctx.moved_to(answer.tier, ctx.route_reason or "cascade")

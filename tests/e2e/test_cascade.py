@@ -261,3 +261,30 @@ def test_a_conversation_does_not_bounce_down_the_ladder(stack: Stack) -> None:
     later = stack.preview(prompt, **conv)
     assert later["tier"] == served and later["reason"] == "conversation-affinity"
     assert stack.preview(prompt, **{"x-tiergate-latency-class": "batch"})["tier"] == "small"
+
+
+def test_a_climb_to_the_top_tier_is_streamed_live(stack: Stack) -> None:
+    """Buffer mode judges the cheaper tiers' answers; the last tier's needs no judge, so it streams."""
+    batch = {"x-tiergate-latency-class": "batch"}
+    for row in ROWS:
+        if stack.preview(row["prompt"], **batch)["tier"] != "small":
+            continue
+        if not stack.chat(row["prompt"], headers=batch).headers["x-tiergate-tiers-tried"].endswith("large"):
+            continue
+        body = {
+            "model": "auto",
+            "stream": True,
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": row["prompt"]}],
+        }
+        with httpx.stream("POST", stack.base + "/chat/completions", json=body, headers=batch, timeout=30) as resp:
+            assert resp.status_code == 200
+            assert resp.headers["x-tiergate-tiers-tried"] == "small,mid,large"
+            # A buffered answer's cost is in the headers; a live stream's is known only at its end.
+            assert "x-tiergate-cost-usd" not in resp.headers
+            chunks = [json.loads(line[6:]) for line in resp.iter_lines() if line.startswith("data: {")]
+        assert {c["model"] for c in chunks} == {"large"}
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+        assert text == row["responses"][MODELS["large"]]
+        return
+    pytest.fail("no fixture prompt climbs from small to large")

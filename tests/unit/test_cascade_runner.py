@@ -61,7 +61,7 @@ async def test_doubtful_answers_climb_and_costs_add_up() -> None:
         started=0.0,
         clock=clock,
     )
-    assert calls == ["small", "mid", "large"] and out.answer.tier == "large"
+    assert calls == ["small", "mid", "large"] and out.answer is not None and out.answer.tier == "large"
     assert out.cost_usd == pytest.approx(0.03)
     assert [e[:2] for e in out.escalations] == [("small", "mid"), ("mid", "large")]
     # Later rungs see the earlier answers (agreement is the verifier's strongest signal).
@@ -99,7 +99,12 @@ async def test_spent_budget_returns_the_best_answer_so_far() -> None:
         started=0.0,
         clock=clock,
     )
-    assert calls == ["small"] and out.stop_reason == "budget-spent" and out.answer.tier == "small"
+    assert (
+        calls == ["small"]
+        and out.stop_reason == "budget-spent"
+        and out.answer is not None
+        and out.answer.tier == "small"
+    )
 
 
 def test_answer_parsing_and_logprob_stripping() -> None:
@@ -110,3 +115,14 @@ def test_answer_parsing_and_logprob_stripping() -> None:
     strip_logprobs(data)
     assert "logprobs" not in data["choices"][0] and answer_logprobs(data) is None
     assert answer_text({"choices": []}) == ""
+
+
+async def test_a_streamed_request_leaves_the_last_tier_to_be_streamed() -> None:
+    clock = _Clock()
+    call, calls = _caller(clock)
+    out = await run_cascade(
+        "q", LADDER, call, _Judge({"small": True, "mid": True}), max_escalations=2, budget=None,
+        estimate=lambda t: Estimate(1, 1), started=0.0, clock=clock, stream_last=True,
+    )  # fmt: skip
+    assert calls == ["small", "mid"] and out.answer is None and out.stream_tier == "large"
+    assert out.tiers_tried == ["small", "mid"] and out.cost_usd == pytest.approx(0.02)
