@@ -124,7 +124,7 @@ class ChatService:
             parsed = parse_chat_request(await self._read_body(request))
             route = self._choose_tier(request, parsed, ctx)
             if route.cascade:
-                response, held = await self._cascade(request, ctx, parsed, route)
+                response, held, route = await self._cascade(request, ctx, parsed, route)
                 try:
                     await response(scope, receive, send)
                 finally:
@@ -387,11 +387,12 @@ class ChatService:
 
     async def _cascade(
         self, request: Request, ctx: RequestContext, parsed: ParsedRequest, route: Route
-    ) -> tuple[Response, Lease | None]:
+    ) -> tuple[Response, Lease | None, Route]:
         """Ask the cheapest accepted tier, judge, climb while the verifier doubts and the budget allows.
 
-        Returns the response and, when it streams the last tier live, that stream's lease (the
-        caller releases it once the response is sent).
+        Returns the response, the lease of the last tier's live stream when it streams one (the
+        caller releases it once the response is sent), and the route whose budget the answer is
+        held to (a live stream's first token no longer waits for its last).
         """
         assert self.judge is not None
         cascade = self.profile.routing.cascade
@@ -412,8 +413,12 @@ class ChatService:
             stream_last=parsed.stream,
         )
         if outcome.stream_tier is None:
-            return self._cascade_response(ctx, parsed, route, outcome), None
-        return await self._stream_top(request, ctx, parsed, route, outcome)
+            return self._cascade_response(ctx, parsed, route, outcome), None, route
+        live = replace(
+            route, budget=request_budget(request.headers, route.latency_class, self.profile.routing, sent_whole=False)
+        )
+        response, lease = await self._stream_top(request, ctx, parsed, live, outcome)
+        return response, lease, live
 
     async def _stream_top(
         self, request: Request, ctx: RequestContext, parsed: ParsedRequest, route: Route, outcome: CascadeOutcome
