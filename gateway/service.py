@@ -340,15 +340,23 @@ class ChatService:
                 total_ms=total_ms,
             )
 
-    async def _attempt(self, request: Request, ctx: RequestContext, parsed: ParsedRequest, name: str) -> TierAnswer:
-        """One unstreamed call to tier `name` with token logprobs, under its own lease."""
-        tier = self.tiers.by_name[name]
+    async def _lease_for_attempt(
+        self, request: Request, ctx: RequestContext, parsed: ParsedRequest, tier: Tier
+    ) -> Lease:
+        """A cascade attempt's lease on `tier`: at once if it fits, else after the tier's queue (no overflow:
+        the cascade itself decides which tier answers)."""
         tokens = estimate_prompt_tokens(parsed.routing_text()) + (parsed.max_tokens or tier.default_max_tokens)
-        gate = self.admission[name]
+        gate = self.admission[tier.name]
         realtime = ctx.latency_class == "realtime"
         lease = gate.try_lease(tokens, realtime=realtime)
         if lease is None:
             lease = await unless_disconnected(request.receive, gate.lease(tokens, realtime=realtime))
+        return lease
+
+    async def _attempt(self, request: Request, ctx: RequestContext, parsed: ParsedRequest, name: str) -> TierAnswer:
+        """One unstreamed call to tier `name` with token logprobs, under its own lease."""
+        tier = self.tiers.by_name[name]
+        lease = await self._lease_for_attempt(request, ctx, parsed, tier)
         try:
             body = dict(parsed.body)
             body["model"] = tier.upstream_model
@@ -428,12 +436,7 @@ class ChatService:
         self._count_attempts(outcome)
         tier = self.tiers.by_name[outcome.stream_tier]
         ctx.moved_to(tier.name, ctx.route_reason or "cascade")
-        tokens = route.prompt_tokens + (parsed.max_tokens or tier.default_max_tokens)
-        gate = self.admission[tier.name]
-        realtime = ctx.latency_class == "realtime"
-        lease = gate.try_lease(tokens, realtime=realtime)
-        if lease is None:
-            lease = await unless_disconnected(request.receive, gate.lease(tokens, realtime=realtime))
+        lease = await self._lease_for_attempt(request, ctx, parsed, tier)
         try:
             response = await self._stream(request, ctx, tier, parsed, self._upstream_body(parsed, tier), lease)
         except BaseException:
