@@ -78,10 +78,9 @@ class RequestContext:
 
     def count_usage(self, usage: Any) -> None:
         """The tier's `usage` object, if it sent one; anything malformed counts as zero."""
-        if isinstance(usage, dict):
-            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-            self.prompt_tokens = prompt if isinstance(prompt, int) else 0
-            self.completion_tokens = completion if isinstance(completion, int) else 0
+        counted = usage_tokens(usage)
+        if counted is not None:
+            self.prompt_tokens, self.completion_tokens = counted
 
     def failed(self, err: HTTPError) -> None:
         self.error_code = err.code or err.error_type
@@ -108,6 +107,14 @@ class RequestContext:
         if self.cost_usd is not None:
             out.append((b"x-tiergate-cost-usd", f"{self.cost_usd:.10f}".encode()))
         return out
+
+
+def usage_tokens(usage: Any) -> tuple[int, int] | None:
+    """(prompt, completion) tokens of a tier's `usage` object; None when it sent none, 0 for a bad count."""
+    if not isinstance(usage, dict):
+        return None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    return (prompt if isinstance(prompt, int) else 0, completion if isinstance(completion, int) else 0)
 
 
 def context_of(scope: Scope) -> RequestContext:

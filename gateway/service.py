@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeGuard
 
 import orjson
@@ -30,7 +30,7 @@ from gateway.cascade import (
     sse_from_completion,
     strip_logprobs,
 )
-from gateway.context import RequestContext, context_of
+from gateway.context import RequestContext, context_of, usage_tokens
 from gateway.disconnect import ClientClosed, unless_disconnected
 from gateway.engine_load import EngineLoadPoller
 from gateway.errors import (
@@ -75,6 +75,8 @@ class Route:
     cascade: bool
     prompt_tokens: int
     conversation: str | None = None
+    # Every tier's estimate for this request, when an estimator is set (model=auto only).
+    estimates: Mapping[str, Estimate] = field(default_factory=dict)
 
 
 class ChatService:
@@ -183,20 +185,17 @@ class ChatService:
         parsed = parse_chat_request(raw)
         route, decision = self._decide(headers, parsed, "auto")
         estimates: dict[str, Any] = {}
-        for name in self.tiers.names:
-            est = self._estimate(name, route.prompt_tokens, parsed.max_tokens)
-            if est is None:
-                continue
+        for name, est in route.estimates.items():
             out = parsed.max_tokens or self.tiers.by_name[name].default_max_tokens
             if self.estimator is not None:
                 out = min(out, round(self.estimator.corrections(name)["output_tokens"]))
+            load = self._load(name)
             estimates[name] = {
                 "ttft_ms": round(est.ttft_ms, 3),
                 "total_ms": round(est.total_ms, 3),
                 "cost_usd": self._cost(name, route.prompt_tokens, out),
-                "load": {"running": self._load(name).running, "waiting": self._load(name).waiting,
-                         "source": self._load(name).source},
-            }  # fmt: skip
+                "load": {"running": load.running, "waiting": load.waiting, "source": load.source},
+            }
         assert decision is not None
         return {
             "tier": decision.tier,
@@ -247,8 +246,9 @@ class ChatService:
         if not _is_latency_class(latency_class):
             raise InvalidRequest(f"{LATENCY_HEADER} must be one of {', '.join(LATENCY_CLASSES)}.", param=LATENCY_HEADER)
         routing = self.profile.routing
+        cascade_on = self.judge is not None and routing.cascade.enabled
         # A stream the cascade buffers reaches the caller whole, like an unstreamed answer.
-        buffered = self.judge is not None and routing.cascade.enabled and routing.stream_mode(latency_class) == "buffer"
+        buffered = cascade_on and routing.stream_mode(latency_class) == "buffer"
         budget = request_budget(
             headers, latency_class, routing, sent_whole=not parsed.stream or (name == "auto" and buffered)
         )
@@ -256,8 +256,8 @@ class ChatService:
         decision: Decision | None = None
         cascade = False
         conversation: str | None = None
+        estimates: dict[str, Estimate] = {}
         if name == "auto":
-            estimates: dict[str, Estimate] = {}
             for tier_name in self.tiers.names:
                 est = self._estimate(tier_name, prompt_tokens, parsed.max_tokens)
                 if est is not None:
@@ -279,8 +279,7 @@ class ChatService:
             decision = self._keep_floor(decision, self.affinity.floor(conversation))
             name = decision.tier
             ladder = decision.ladder
-            cascading = self.judge is not None and routing.cascade.enabled and len(ladder) > 1
-            cascade = cascading and (not parsed.stream or routing.stream_mode(latency_class) == "buffer")
+            cascade = cascade_on and len(ladder) > 1 and (not parsed.stream or buffered)
         else:
             ladder = (name,)
         tier = self.tiers.by_name.get(name)
@@ -290,7 +289,8 @@ class ChatService:
                 param="model",
                 code="model_not_found",
             )
-        return Route(tier, ladder, budget, latency_class, cascade, prompt_tokens, conversation), decision
+        route = Route(tier, ladder, budget, latency_class, cascade, prompt_tokens, conversation, estimates)
+        return route, decision
 
     def _keep_floor(self, decision: Decision, floor: int | None) -> Decision:
         """Start no lower than the tier that answered this conversation before (gateway.affinity)."""
@@ -304,19 +304,15 @@ class ChatService:
         econ = self.economics.get(tier)
         return 0.0 if econ is None else econ.cost_usd(prompt_tokens, completion_tokens)
 
-    def _slo(self, ctx: RequestContext, budget: Budget, *, done: bool) -> str:
-        """'met' or 'missed' so far: for an answer sent whole, its total; for a stream, the time to its headers."""
-        elapsed_ms = (time.perf_counter() - ctx.t0) * 1e3
+    def _slo(self, ctx: RequestContext, budget: Budget) -> str:
+        """'met' or 'missed' so far, when the headers go out: for an answer sent whole, its total; for
+        a stream, the time to its headers (no first token yet counts as the time so far)."""
         first_ms = None if ctx.ttft_s is None else ctx.ttft_s * 1e3
-        if done:
-            return "met" if budget.met(first_ms, elapsed_ms) else "missed"
-        ttft_ok = budget.ttft_ms is None or (first_ms if first_ms is not None else elapsed_ms) <= budget.ttft_ms
-        total_ok = budget.total_ms is None or elapsed_ms <= budget.total_ms
-        return "met" if ttft_ok and total_ok else "missed"
+        return "met" if budget.met(first_ms, (time.perf_counter() - ctx.t0) * 1e3) else "missed"
 
     def _single_outcome(self, ctx: RequestContext, tier: str, route: Route, *, done: bool) -> None:
         cost = self._cost(tier, ctx.prompt_tokens, ctx.completion_tokens) if done else None
-        ctx.attempted((tier,), 0, cost, self._slo(ctx, route.budget, done=done))
+        ctx.attempted((tier,), 0, cost, self._slo(ctx, route.budget))
 
     def _remember(self, route: Route, tier: str | None) -> None:
         if route.conversation is not None and tier in self.tiers.by_name:
@@ -341,11 +337,11 @@ class ChatService:
             )
 
     async def _lease_for_attempt(
-        self, request: Request, ctx: RequestContext, parsed: ParsedRequest, tier: Tier
+        self, request: Request, ctx: RequestContext, parsed: ParsedRequest, route: Route, tier: Tier
     ) -> Lease:
         """A cascade attempt's lease on `tier`: at once if it fits, else after the tier's queue (no overflow:
         the cascade itself decides which tier answers)."""
-        tokens = estimate_prompt_tokens(parsed.routing_text()) + (parsed.max_tokens or tier.default_max_tokens)
+        tokens = route.prompt_tokens + (parsed.max_tokens or tier.default_max_tokens)
         gate = self.admission[tier.name]
         realtime = ctx.latency_class == "realtime"
         lease = gate.try_lease(tokens, realtime=realtime)
@@ -353,10 +349,12 @@ class ChatService:
             lease = await unless_disconnected(request.receive, gate.lease(tokens, realtime=realtime))
         return lease
 
-    async def _attempt(self, request: Request, ctx: RequestContext, parsed: ParsedRequest, name: str) -> TierAnswer:
+    async def _attempt(
+        self, request: Request, ctx: RequestContext, parsed: ParsedRequest, route: Route, name: str
+    ) -> TierAnswer:
         """One unstreamed call to tier `name` with token logprobs, under its own lease."""
         tier = self.tiers.by_name[name]
-        lease = await self._lease_for_attempt(request, ctx, parsed, tier)
+        lease = await self._lease_for_attempt(request, ctx, parsed, route, tier)
         try:
             body = dict(parsed.body)
             body["model"] = tier.upstream_model
@@ -372,12 +370,7 @@ class ChatService:
         finally:
             lease.release()
         data = _json_object(reply.body)
-        usage = data.get("usage")
-        usage = usage if isinstance(usage, dict) else {}
-        prompt = usage.get("prompt_tokens")
-        prompt = prompt if isinstance(prompt, int) else 0
-        completion = usage.get("completion_tokens")
-        completion = completion if isinstance(completion, int) else 0
+        prompt, completion = usage_tokens(data.get("usage")) or (0, 0)
         if self.estimator is not None:
             self.estimator.observe(
                 name, prompt_tokens=prompt, completion_tokens=completion, ttft_ms=None, total_ms=elapsed * 1e3
@@ -412,7 +405,7 @@ class ChatService:
         outcome = await run_cascade(
             parsed.routing_text(),
             route.ladder,
-            lambda name: self._attempt(request, ctx, parsed, name),
+            lambda name: self._attempt(request, ctx, parsed, route, name),
             self.judge,
             max_escalations=cascade.max_escalations,
             budget=route.budget,
@@ -436,7 +429,7 @@ class ChatService:
         self._count_attempts(outcome)
         tier = self.tiers.by_name[outcome.stream_tier]
         ctx.moved_to(tier.name, ctx.route_reason or "cascade")
-        lease = await self._lease_for_attempt(request, ctx, parsed, tier)
+        lease = await self._lease_for_attempt(request, ctx, parsed, route, tier)
         try:
             response = await self._stream(request, ctx, tier, parsed, self._upstream_body(parsed, tier), lease)
         except BaseException:
@@ -444,7 +437,7 @@ class ChatService:
             raise
         tried = (*outcome.tiers_tried, tier.name)
         # The streamed answer's cost is known only at its end (metrics count it); the header would lie.
-        ctx.attempted(tried, len(outcome.escalations), None, self._slo(ctx, route.budget, done=False))
+        ctx.attempted(tried, len(outcome.escalations), None, self._slo(ctx, route.budget))
         return response, lease
 
     def _count_attempts(self, outcome: CascadeOutcome) -> None:
@@ -469,7 +462,7 @@ class ChatService:
             strip_logprobs(data)
         ctx.count_usage(data.get("usage"))
         ctx.first_token(time.perf_counter())
-        slo = self._slo(ctx, route.budget, done=True)
+        slo = self._slo(ctx, route.budget)
         ctx.attempted(tuple(outcome.tiers_tried), len(outcome.escalations), outcome.cost_usd, slo)
         self.metrics.slo_result(route.latency_class, slo)
         self.metrics.spent(answer.tier, answer.cost_usd)

@@ -55,11 +55,6 @@ def admission_gates(profile: Profile) -> dict[str, TierAdmission]:
     return gates
 
 
-def scorer_for(profile: Profile) -> Scorer:
-    """The scorer the profile's routing policy names; a learned artifact is loaded and checked here."""
-    return load_router(profile).scorer
-
-
 class RouterParts:
     """What the profile's routing section asks for: a scorer, and for a live cascade its judge."""
 
