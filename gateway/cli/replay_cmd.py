@@ -60,14 +60,8 @@ def register(app: typer.Typer) -> None:
         """
         import json
 
-        from gateway.replay import (
-            DriveSettings,
-            ReplaySettings,
-            parse_slo_mix,
-            plot_quality_cost,
-            render_table,
-            run_replay,
-        )
+        from gateway.replay import DriveSettings, ReplaySettings, run_replay
+        from gateway.replay_scoring import parse_slo_mix, plot_quality_cost, render_table
         from gateway.replay_tier import ReplayError
 
         def progress(line: str) -> None:

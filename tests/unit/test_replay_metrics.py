@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.replay import (
+from gateway.replay_scoring import (
     BASELINES,
     METRIC_KEYS,
     Observed,
