@@ -110,18 +110,19 @@ async def run_cascade(
     escalations: list[tuple[str, str, str]] = []
     tier = ladder[0]
     while True:
-        if stream_last and answers and ladder.index(tier) == len(ladder) - 1:
+        position = ladder.index(tier)
+        nxt = ladder[position + 1] if position + 1 < len(ladder) else None
+        if stream_last and answers and nxt is None:
             return CascadeOutcome(None, answers, escalations, "streamed-top", stream_tier=tier)
         answer = await call(tier)
         answers.append(answer)
-        is_top = ladder.index(tier) == len(ladder) - 1
         judgement = (
-            None if is_top else judge.judge(tier, prompt, answer.text, answer.logprobs, [a.text for a in answers[:-1]])
+            None
+            if nxt is None
+            else judge.judge(tier, prompt, answer.text, answer.logprobs, [a.text for a in answers[:-1]])
         )
         attempts.append(Attempt(tier, judgement))
         spent_ms = (clock() - started) * 1e3
-        position = ladder.index(tier)
-        nxt = ladder[position + 1] if position + 1 < len(ladder) else None
         step = next_step(
             ladder,
             attempts,
