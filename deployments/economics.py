@@ -21,15 +21,13 @@ from dataclasses import dataclass
 from deployments.planning import TYPICAL_SEQUENCE_TOKENS
 from deployments.profile import TierSpec
 from router.capacity.architectures import catalogue_architecture
+from router.capacity.calibration import Calibration
 from router.capacity.hardware import gpu as gpu_spec
 from router.capacity.memory import VLLM_DEFAULT_MAX_NUM_SEQS
 from router.capacity.plan import PlanInputs, decode_ms_per_token, plan
 from router.errors import ConfigError
 from router.runtime.slo import LatencyPrior
 
-# vLLM's OpenAI server adds about 10-15 ms before the first token of a short prompt (HTTP, chat
-# template, tokenizer, scheduling) that the roofline has no term for; the middle of that range.
-SERVER_OVERHEAD_MS = 12.0
 # A tier with no plan: a small model on a modest accelerator. Only a starting point; the
 # estimator's observed/predicted correction replaces it within a few requests.
 GENERIC_PRIOR = LatencyPrior(
@@ -76,8 +74,17 @@ def planned(
     max_num_seqs: int | None = None,
     context_tokens: int = 4096,
     price_per_gpu_hour_usd: float | None = None,
+    calibration: Calibration | None = None,
 ) -> tuple[LatencyPrior, float, float]:
-    """(prior, prompt USD/M, output USD/M) for `model` on `gpus` x `gpu`, from the planner."""
+    """(prior, prompt USD/M, output USD/M) for `model` on `gpus` x `gpu`, from the planner.
+
+    `calibration` (from `tiergate plan --calibrate`) replaces the planner's default efficiencies
+    and reserve terms. A profile field that selects one per tier: not yet.
+    """
+
+    def inputs(q: PlanInputs) -> PlanInputs:
+        return q if calibration is None else calibration.apply(q)
+
     arch = catalogue_architecture(model)
     hardware = gpu_spec(gpu)
     # Priced and timed at a typical sequence, not the tier's longest: a tier whose full context
@@ -85,21 +92,28 @@ def planned(
     context = min(context_tokens, arch.max_context_tokens, TYPICAL_SEQUENCE_TOKENS)
     probe = min(_PREFILL_PROBE_TOKENS, context)
     seqs = max_num_seqs or VLLM_DEFAULT_MAX_NUM_SEQS
-    one = plan(arch, hardware, PlanInputs(gpus=gpus, context_tokens=context, prompt_tokens=1, max_num_seqs=seqs))
+    one = plan(
+        arch,
+        hardware,
+        inputs(PlanInputs(gpus=gpus, context_tokens=context, prompt_tokens=1, max_num_seqs=seqs, batch=1)),
+    )
     full = plan(
         arch,
         hardware,
-        PlanInputs(
-            gpus=gpus,
-            context_tokens=context,
-            prompt_tokens=probe,
-            max_num_seqs=seqs,
-            price_per_gpu_hour_usd=price_per_gpu_hour_usd,
+        inputs(
+            PlanInputs(
+                gpus=gpus,
+                context_tokens=context,
+                prompt_tokens=probe,
+                max_num_seqs=seqs,
+                price_per_gpu_hour_usd=price_per_gpu_hour_usd,
+                batch=1,  # time to first token alone; the estimator adds load
+            )
         ),
     )
     # Decode reads each sequence's KV at its current length; a typical request is far shorter
     # than the context limit, so the batch-1 step is taken at the probe length.
-    typical = PlanInputs(gpus=gpus, context_tokens=probe, prompt_tokens=probe, max_num_seqs=seqs)
+    typical = inputs(PlanInputs(gpus=gpus, context_tokens=probe, prompt_tokens=probe, max_num_seqs=seqs))
     itl_one = decode_ms_per_token(arch, hardware, typical, 1)
     if full.fit_problem is not None:
         raise ConfigError(f"{model} does not fit on {full.gpus} x {gpu}: {full.fit_problem}")
@@ -108,7 +122,7 @@ def planned(
     batch = max(min(full.max_batch, seqs), 1)
     itl_full = decode_ms_per_token(arch, hardware, typical, batch)
     prior = LatencyPrior(
-        ttft_fixed_ms=SERVER_OVERHEAD_MS + one.ttft_ms_estimate,
+        ttft_fixed_ms=one.ttft_ms_estimate,  # the planner's server and step overheads included
         prefill_ms_per_token=slope,
         decode_ms_per_token=itl_one,
         decode_ms_per_token_full_batch=itl_full,

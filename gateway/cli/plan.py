@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -17,6 +18,7 @@ from router.capacity.dtypes import DTypeError
 from router.capacity.hardware import GPUError
 from router.capacity.hardware import gpu as gpu_by_key
 from router.capacity.memory import GIB, VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
+from router.capacity.vllm_versions import DEFAULT_VLLM_VERSION, VLLM_VERSIONS
 
 GB = 1e9
 
@@ -53,13 +55,20 @@ def render_table(p: Plan) -> str:
             "kv_bytes_per_token",
             f"{p.kv_bytes_per_token:,} B (all heads, as if MHA: {p.kv_bytes_per_token_mha:,} B)",
         ),
-        ("reserve per GPU", f"{_bytes(p.reserve_bytes_per_gpu)} (activations + overhead)"),
+        (
+            "reserve per GPU",
+            f"{_bytes(p.reserve_bytes_per_gpu)} (activations, non-torch, TP buffers; vLLM {p.vllm_version})",
+        ),
         (
             "kv budget per GPU",
             _bytes(p.kv_budget_bytes_per_gpu) + (" (short)" if p.kv_budget_bytes_per_gpu < 0 else ""),
         ),
         ("kv_tokens_capacity", f"{p.kv_tokens_capacity:,} tokens (blocks of {p.block_size_tokens})"),
-        ("max_batch", f"{p.max_batch:,} sequences of {p.context_tokens:,} tokens"),
+        (
+            "max_batch",
+            f"{p.max_batch:,} sequences of {p.context_tokens:,} tokens (max_num_seqs {p.max_num_seqs:,},"
+            f" max_num_batched_tokens {p.max_num_batched_tokens:,})",
+        ),
         (
             "min_gpus / TP",
             "does not fit in 256 GPUs"
@@ -72,7 +81,7 @@ def render_table(p: Plan) -> str:
         ("decode per seq", f"{p.decode_tokens_per_s_per_seq:,.1f} tokens/s, every sequence at full context"),
         (
             "decode aggregate",
-            f"{p.decode_tokens_per_s_aggregate:,.1f} tokens/s at batch {p.max_batch}"
+            f"{p.decode_tokens_per_s_aggregate:,.1f} tokens/s at batch {p.batch}"
             f" (TP all-reduce {p.tp_comm_fraction:.1%} of a step)",
         ),
         (
@@ -97,11 +106,38 @@ def render_table(p: Plan) -> str:
     return "\n".join(lines)
 
 
+def _calibrate(files: list[Path], name: str, out: Path | None) -> None:
+    """Fit a calibration from vLLM logs (*.log, *.txt) and benchmark JSON (*.json); print or write it."""
+    from router.capacity.calibration import (
+        CalibrationError,
+        decode_roofline,
+        fit,
+        parse_benchmarks,
+        parse_vllm_log,
+        prefill_roofline,
+    )
+
+    with errors_exit(CalibrationError, ArchitectureError, GPUError, DTypeError, ValueError, OSError):
+        profiles, points = [], []
+        for path in files:
+            text = path.read_text(encoding="utf-8", errors="replace")
+            if path.suffix == ".json":
+                points += parse_benchmarks(json.loads(text))
+            else:
+                profiles.append(parse_vllm_log(text))
+        calibration = fit(name, profiles, points, decode_roofline, prefill_roofline)
+        if out is not None:
+            out.write_text(calibration.to_json() + "\n", encoding="utf-8")
+    typer.echo(calibration.to_json())
+
+
 def register(app: typer.Typer) -> None:
     @app.command("plan")
     def plan_command(
-        model: str = typer.Option(..., "--model", help=f"Catalogue key ({', '.join(CATALOGUE)}) or config.json."),
-        gpu: str = typer.Option(..., "--gpu", help=f"GPU: {', '.join(GPUS)}."),
+        model: str | None = typer.Option(
+            None, "--model", help=f"Catalogue key ({', '.join(CATALOGUE)}) or config.json."
+        ),
+        gpu: str | None = typer.Option(None, "--gpu", help=f"GPU: {', '.join(GPUS)}."),
         dtype: str = typer.Option("bf16", "--dtype", help=f"Weights: {', '.join(WEIGHT_DTYPES)}."),
         kv_dtype: str | None = typer.Option(
             None, "--kv-dtype", help=f"KV cache: {', '.join(KV_DTYPES)} (default: bf16, fp32 for fp32)."
@@ -126,12 +162,40 @@ def register(app: typer.Typer) -> None:
         ),
         hours: float = typer.Option(720.0, "--hours", min=0.0, help="Hours in the month."),
         utilization: float = typer.Option(1.0, "--utilization", min=0.0, max=1.0, help="Busy share of hours."),
+        batch: int | None = typer.Option(
+            None, "--batch", min=1, help="Decode and TTFT figures at this batch (default: max_batch)."
+        ),
+        max_num_seqs: int | None = typer.Option(
+            None, "--max-num-seqs", min=1, help="vLLM's max_num_seqs (default: the version's, per GPU)."
+        ),
+        max_num_batched_tokens: int | None = typer.Option(
+            None, "--max-num-batched-tokens", min=1, help="vLLM's max_num_batched_tokens (default: the version's)."
+        ),
+        version: str = typer.Option(
+            DEFAULT_VLLM_VERSION, "--vllm-version", help=f"vLLM memory-profile behaviour: {', '.join(VLLM_VERSIONS)}."
+        ),
+        calibration_file: Path | None = typer.Option(
+            None, "--calibration", help="A calibration file (from --calibrate) to plan with."
+        ),
+        calibrate: list[Path] | None = typer.Option(
+            None, "--calibrate", help="Fit a calibration from vLLM start-up logs and benchmark JSON (repeatable)."
+        ),
+        calibration_name: str = typer.Option("default", "--calibration-name", help="Name stored in the calibration."),
+        calibration_out: Path | None = typer.Option(None, "--calibration-out", help="Write the calibration here."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON (keys carry their units)."),
     ) -> None:
         """Plan MODEL on GPU: params, memory, KV tokens, batch, GPUs/TP, latency and monthly cost."""
+        if calibrate:
+            _calibrate(calibrate, calibration_name, calibration_out)
+            return
+        if model is None or gpu is None:
+            typer.echo("error: --model and --gpu are required (or --calibrate FILE)", err=True)
+            raise typer.Exit(2)
         # Architecture, GPU and dtype errors are named until they derive from ConfigError;
         # PlanInputs rejects an out-of-range number with a plain ValueError.
-        with errors_exit(ArchitectureError, GPUError, DTypeError, ValueError):
+        from router.capacity.calibration import Calibration, CalibrationError
+
+        with errors_exit(ArchitectureError, GPUError, DTypeError, CalibrationError, ValueError, OSError):
             arch = load_architecture(model)
             device = gpu_by_key(gpu)
             inputs = PlanInputs(
@@ -145,7 +209,13 @@ def register(app: typer.Typer) -> None:
                 price_per_gpu_hour_usd=price_per_gpu_hour,
                 hours=hours,
                 utilization=utilization,
+                batch=batch,
+                max_num_seqs=max_num_seqs,
+                max_num_batched_tokens=max_num_batched_tokens,
+                vllm_version=version,
             )
+            if calibration_file is not None:
+                inputs = Calibration.from_json(calibration_file.read_text(encoding="utf-8")).apply(inputs)
             result = plan(arch, device, inputs)
         if as_json:
             data: dict[str, Any] = result.to_dict()

@@ -1,8 +1,12 @@
-"""GPU catalogue: memory in bytes as the driver reports it, bandwidth, peak dense FLOP/s, price.
+"""GPU catalogue: memory as the driver and as CUDA report it, bandwidth, peak dense FLOP/s, price.
 
-Memory is NVML's total (what `nvidia-smi` prints in MiB, and what vLLM's
-`gpu_memory_utilization` multiplies), not the marketing size: an "80 GB" H100 reports
-81,559 MiB = 85.52 GB = 79.65 GiB; an "80 GB" A100 81,920 MiB; an H200 143,771 MiB.
+Two memory totals, both facts: `memory_bytes` is NVML's (what `nvidia-smi` prints in MiB): an
+"80 GB" H100 reports 81,559 MiB = 85.52 GB = 79.65 GiB; an "80 GB" A100 81,920 MiB; an H200
+143,771 MiB. `cuda_memory_bytes` is what CUDA lets a process see (`cudaMemGetInfo`'s total),
+which is what vLLM multiplies by `gpu_memory_utilization`: 79.19 GiB on an H100 (vLLM 0.19 logs;
+79.22 GiB in vLLM's own pull 10511), 39.50 GiB on an A100-40GB and 22.18 GiB on an A10 (PyTorch
+out-of-memory messages), 22.30 GiB on an A10G. Parts without an observation (A100-80GB, L4, H200)
+take the NVML total less the gap measured on their closest sibling, and say so (`cuda_memory_observed`).
 Peak FLOP/s are dense tensor-core figures from NVIDIA's datasheets (SXM parts; the sparsity
 figures are twice these and never reached by inference). fp32 matmuls run as TF32, half the
 bf16 rate. `link_bytes_per_s` is the one-direction GPU-to-GPU bandwidth used by tensor-parallel
@@ -28,7 +32,8 @@ class GPUError(ConfigError):
 class GPU:
     key: str
     name: str
-    memory_bytes: int
+    memory_bytes: int  # NVML's total
+    cuda_memory_bytes: int  # CUDA-visible total: what vLLM's gpu_memory_utilization multiplies
     memory_bandwidth_bytes_per_s: float
     bf16_flops: float
     fp8_flops: float | None  # None: no fp8 tensor cores (fp8 weights then run at the bf16 rate)
@@ -36,6 +41,7 @@ class GPU:
     link_bytes_per_s: float
     allreduce_latency_s: float
     price_per_hour_usd: float
+    cuda_memory_observed: bool = True  # False: estimated from a sibling part's NVML-to-CUDA gap
     gpus_per_node: int = 8
 
     def peak_flops(self, compute: ComputeClass) -> float:
@@ -64,29 +70,48 @@ def _gpu(
     key: str,
     name: str,
     memory_mib: int,
+    cuda_gib: tuple[float, bool],
     bandwidth: float,
     flops: tuple[float, float | None, float],
     link: tuple[float, float],
     price_per_hour_usd: float,
 ) -> GPU:
-    return GPU(key, name, memory_mib * MIB, bandwidth, *flops, *link, price_per_hour_usd)
+    cuda = int(cuda_gib[0] * 2**30)
+    return GPU(key, name, memory_mib * MIB, cuda, bandwidth, *flops, *link, price_per_hour_usd, cuda_gib[1])
+
+
+# NVML total -> CUDA-visible total gaps observed on one part, used for its siblings.
+_A100_GAP_GIB = 40.0 - 39.50
+_A10_GAP_GIB = 23028 / 1024 - 22.18
+_H100_GAP_GIB = 81559 / 1024 - 79.19
 
 
 GPUS: dict[str, GPU] = {
     g.key: g
     for g in (
-        _gpu("a10", "NVIDIA A10 24GB", 23028, 600e9, (125e12, None, 250e12), _PCIE, 1.20),
-        _gpu("l4", "NVIDIA L4 24GB", 23034, 300e9, (121e12, 242.5e12, 242.5e12), _PCIE, 0.80),
-        _gpu("a100-40gb", "NVIDIA A100-SXM4-40GB", 40960, 1555e9, _AMPERE_FLOPS, _NVLINK3, 3.00),
-        _gpu("a100-80gb", "NVIDIA A100-SXM4-80GB", 81920, 2039e9, _AMPERE_FLOPS, _NVLINK3, 4.00),
-        _gpu("h100-80gb", "NVIDIA H100 80GB HBM3", 81559, 3.35e12, _HOPPER_FLOPS, _NVLINK4, 5.00),
-        _gpu("h200", "NVIDIA H200 141GB HBM3e", 143771, 4.8e12, _HOPPER_FLOPS, _NVLINK4, 6.50),
+        _gpu("a10", "NVIDIA A10 24GB", 23028, (22.18, True), 600e9, (125e12, None, 250e12), _PCIE, 1.20),
+        # AWS's A10G: the A10's memory system; NVIDIA publishes no separate tensor figures.
+        _gpu("a10g", "NVIDIA A10G 24GB", 23028, (22.30, True), 600e9, (125e12, None, 250e12), _PCIE, 1.20),
+        _gpu(
+            "l4", "NVIDIA L4 24GB", 23034, (23034 / 1024 - _A10_GAP_GIB, False), 300e9,
+            (121e12, 242.5e12, 242.5e12), _PCIE, 0.80,
+        ),
+        _gpu("a100-40gb", "NVIDIA A100-SXM4-40GB", 40960, (39.50, True), 1555e9, _AMPERE_FLOPS, _NVLINK3, 3.00),
+        _gpu(
+            "a100-80gb", "NVIDIA A100-SXM4-80GB", 81920, (80.0 - _A100_GAP_GIB, False), 2039e9,
+            _AMPERE_FLOPS, _NVLINK3, 4.00,
+        ),
+        _gpu("h100-80gb", "NVIDIA H100 80GB HBM3", 81559, (79.19, True), 3.35e12, _HOPPER_FLOPS, _NVLINK4, 5.00),
+        _gpu(
+            "h200", "NVIDIA H200 141GB HBM3e", 143771, (143771 / 1024 - _H100_GAP_GIB, False), 4.8e12,
+            _HOPPER_FLOPS, _NVLINK4, 6.50,
+        ),
     )
-}
+}  # fmt: skip
 
 
 def gpu(key: str) -> GPU:
-    """The catalogue GPU `key` (a10, l4, a100-40gb, a100-80gb, h100-80gb, h200)."""
+    """The catalogue GPU `key` (a10, a10g, l4, a100-40gb, a100-80gb, h100-80gb, h200)."""
     try:
         return GPUS[key.lower()]
     except KeyError:

@@ -1,10 +1,11 @@
 """Memory: weights, KV cache per token, reserve, KV token capacity, batch that fits, GPUs needed.
 
-Accounting follows vLLM: the engine may use `gpu_memory_utilization` x the GPU's total memory;
-from it come the weights, the peak activations of a profiling forward pass and non-torch
-memory (CUDA context, NCCL buffers, CUDA graphs); the rest is the KV pool, cut into blocks of
-`block_size` tokens. Each worker gets the same number of blocks. On vLLM-CPU the KV pool is
-given directly (VLLM_CPU_KVCACHE_SPACE, GiB).
+Accounting follows vLLM: the engine may use `gpu_memory_utilization` x the GPU's CUDA-visible
+total; from it come the weights, the peak activations of its profiling pass, the non-torch
+memory that pass adds (and with TP > 1 the communication buffers), and in versions that profile
+them the CUDA graphs (`Reserve`, sized per vLLM version in router.capacity.vllm_versions); the
+rest is the KV pool, cut into blocks of `block_size` tokens. Each worker gets the same number of
+blocks. On vLLM-CPU the KV pool is given directly (VLLM_CPU_KVCACHE_SPACE, GiB).
 
 Where the strategy document (docs/strategy.md) is loose:
 - Its KV formula `B * 2 * n_layers * n_heads * d_head * seq * bytes` uses attention heads. With
@@ -12,10 +13,12 @@ Where the strategy document (docs/strategy.md) is loose:
   327,680 bytes per token at bf16, 8x less than the formula's 2,621,440.
 - Its batch rule `(0.8 * gpu_memory - weights) // kv_per_sample` forgets activations and
   overhead; vLLM's own default is 0.9 of memory with those taken out first.
-- FP16 Llama-2-70B on 2 x A100-80GB: 137.95 GB of weights in 2 x 0.9 x 85.90 GB = 154.6 GB
-  leaves, after 2 x 2.11 GB of reserve, 12.4 GB of KV: 37,952 tokens at 327,680 bytes each, nine
-  4,096-token sequences. It fits, barely. One 128K-token sequence of Llama-3.3-70B (42.9 GB of KV)
-  does not fit on two H100s, which is why it is served at TP=4 (485,040 tokens of KV there).
+- FP16 Llama-2-70B on 2 x A100-80GB: 137.95 GB of weights in 2 x 0.9 x 85.36 GB (CUDA-visible)
+  leaves, after 2 x 2.57 GB of reserve (activations, non-torch memory and about 2 GB of
+  all-reduce buffers per GPU at TP 2), 10.6 GB of KV: 32,240 tokens, seven 4,096-token
+  sequences, not the nine an NVML total and a flat reserve promised. It fits, barely. One
+  128K-token sequence of Llama-3.3-70B (42.9 GB of KV) does not fit on two H100s, which is why
+  it is served at TP=4 (450,352 tokens of KV there).
 """
 
 from __future__ import annotations
@@ -29,11 +32,11 @@ from router.capacity.params import ParamBreakdown
 GIB = 2**30  # bytes in a GiB; the one definition, imported by deployments/ and the CLI
 DEFAULT_BLOCK_SIZE_TOKENS = 16  # vLLM's default KV block for GPU attention backends
 CPU_BLOCK_SIZE_TOKENS = 128  # what vLLM-CPU 0.32 picked for SmolLM2 (read from its cache config)
-DEFAULT_OVERHEAD_BYTES_PER_GPU = GIB  # CUDA context + NCCL + CUDA graphs, per worker
-DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192  # vLLM's chunked-prefill default for serving
 # vLLM's engine defaults (its EngineArgs), what an engine runs with when the profile or the CLI
 # leaves the value out. This is their one home: the planner, deployments/ and the CLI import them.
-VLLM_DEFAULT_MAX_NUM_SEQS = 256  # the profiling run also samples this many sequences
+# Versions and GPUs differ for batched tokens and sequences (router.capacity.vllm_versions); 256
+# sequences is the value every version uses below 70 GiB and deployments/ caps a tier's batch at.
+VLLM_DEFAULT_MAX_NUM_SEQS = 256
 VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = 0.9  # share of each GPU's memory the engine may take
 MAX_GPUS_SEARCHED = 256
 
@@ -95,27 +98,46 @@ def mha_kv_bytes_per_token(arch: Architecture, kv: DType) -> int:
     return 2 * arch.n_layers * arch.n_heads * head_dim * kv.bits // 8
 
 
-def activation_reserve_bytes(
+def activation_peak_bytes(
     arch: Architecture,
     act: DType,
     tp: int,
     *,
-    max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS,
-    max_num_seqs: int = VLLM_DEFAULT_MAX_NUM_SEQS,
-    overhead_bytes: int = DEFAULT_OVERHEAD_BYTES_PER_GPU,
+    max_num_batched_tokens: int,
+    max_num_seqs: int,
+    together: bool,
+    sampler_bytes_per_logit: int,
 ) -> int:
-    """Per-worker reserve: peak activations of vLLM's profiling pass + fixed non-torch overhead.
+    """Peak activations of vLLM's profiling pass on one worker (bytes).
 
-    A model, not a measurement: the widest live tensors of one layer for `max_num_batched_tokens`
-    tokens (the MLP's gate/up output and its activation, 3 x width / tp, plus two d-wide residual
-    streams) and the sampler's fp32 logits and probabilities for `max_num_seqs` sequences.
-    docs/strategy.md's own term `B * seq * d * bytes` counts one residual stream only.
+    Two parts. The forward over `max_num_batched_tokens` tokens: the widest live tensors of one
+    layer, the MLP's gate/up output and its activation (3 x width / tp) plus four d-wide streams
+    (residual, normed input, attention output, the layer's output). The sampler over
+    min(max_num_seqs, tokens) sequences: [sequences x vocabulary] logits, probabilities and sort
+    indices, `sampler_bytes_per_logit` bytes per element, the full vocabulary on every TP rank
+    (logits are gathered), so this part does not shrink with TP. vLLM 0.19 logs the same peak
+    at TP 1, 2 and 4 (1.89 GiB for Llama-3.1-8B): the sampler dominates it. `together`: the v0
+    engine sampled inside the profiled forward, so the parts add; v1 runs them apart (max).
     """
     mlp_width = max(arch.d_ff, arch.n_experts_per_token * arch.d_ff_expert + arch.d_ff_shared)
-    per_token = 3 * mlp_width // tp + 2 * arch.d_model
-    hidden = max_num_batched_tokens * per_token * act.bits // 8
-    logits = 2 * max_num_seqs * arch.vocab_size * 4
-    return hidden + logits + overhead_bytes
+    per_token = 3 * mlp_width // tp + 4 * arch.d_model
+    forward = max_num_batched_tokens * per_token * act.bits // 8
+    sampler = min(max_num_seqs, max_num_batched_tokens) * arch.vocab_size * sampler_bytes_per_logit
+    return forward + sampler if together else max(forward, sampler)
+
+
+@dataclass(frozen=True, slots=True)
+class Reserve:
+    """What one GPU gives up before the KV pool, in vLLM's profile terms (bytes)."""
+
+    activation_bytes: int
+    non_torch_bytes: int
+    comm_buffer_bytes: int  # 0 at TP = 1
+    cuda_graph_bytes: int  # 0 where the vLLM version sizes the KV pool before capturing graphs
+
+    @property
+    def total_bytes(self) -> int:
+        return self.activation_bytes + self.non_torch_bytes + self.comm_buffer_bytes + self.cuda_graph_bytes
 
 
 @dataclass(frozen=True, slots=True)

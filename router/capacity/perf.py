@@ -1,9 +1,11 @@
 """Roofline latency: prefill is compute-bound, decode is memory-bandwidth-bound, TP adds all-reduces.
 
 Efficiencies are explicit inputs (`Efficiency`): the fraction of peak dense FLOP/s a prefill
-achieves (MFU) and the fraction of peak HBM bandwidth a decode step achieves. Defaults 0.5 and
-0.75 are typical of vLLM on H100s for large models; small models achieve less (kernel launch
-and scheduling overheads are not modelled), so treat small-model numbers as upper bounds.
+achieves (MFU), the fraction of peak HBM bandwidth a decode step achieves, a fixed cost per
+engine step and a fixed server cost before the first token. Defaults (0.5, 0.8, 1 ms, 12 ms)
+come from the public points in docs/planner.md (Llama-3.1-8B on an A100-40GB decodes one
+sequence at 77 % of the bandwidth ceiling); `tiergate plan --calibrate` fits them to a fleet's
+own measurements.
 
 Tensor parallelism: each layer does two all-reduces (after attention and after the MLP) of
 tokens x d_model activations. A ring all-reduce moves 2 (tp-1)/tp of the bytes over each link
@@ -27,14 +29,25 @@ from router.errors import ConfigError
 
 @dataclass(frozen=True, slots=True)
 class Efficiency:
-    """Achieved fractions of peak: documented inputs, not measurements."""
+    """Achieved fractions of peak and fixed costs: documented inputs (or a calibration's fit).
+
+    `step_overhead_s` is what every engine step costs beyond the roofline (scheduling, sampling,
+    kernel launches between CUDA graphs): Qwen2.5-0.5B on an L4 decodes one sequence in 5.1 ms
+    where reading its 0.99 GB of weights takes 3.3 ms at full bandwidth. `server_overhead_s` is
+    the fixed time before the first token of a short prompt (HTTP, chat template, tokenizer,
+    scheduling); the same L4 answered a 256-token prompt's first token in 27 ms.
+    """
 
     flops_fraction: float = 0.5
-    bandwidth_fraction: float = 0.75
+    bandwidth_fraction: float = 0.8
+    step_overhead_s: float = 0.001
+    server_overhead_s: float = 0.012
 
     def __post_init__(self) -> None:
         if not (0 < self.flops_fraction <= 1 and 0 < self.bandwidth_fraction <= 1):
             raise ConfigError("efficiency fractions must lie in (0, 1]")
+        if self.step_overhead_s < 0 or self.server_overhead_s < 0:
+            raise ConfigError("efficiency overheads must be >= 0 seconds")
 
 
 def matmul_params_per_token(params: ParamBreakdown) -> int:
@@ -73,12 +86,14 @@ def ttft_s(
     prompt_tokens: int,
     eff: Efficiency,
 ) -> float:
-    """Time to first token for one prompt alone: prefill FLOPs at MFU plus TP all-reduces."""
+    """Time to first token for one prompt alone: fixed server and step costs, prefill FLOPs at MFU,
+    TP all-reduces."""
     flops = 2.0 * matmul_params_per_token(params) * prompt_tokens
     flops += attention_flops(arch, prompt_tokens)
     flops += 2.0 * arch.vocab_size * arch.d_model  # the head, for the last position only
     rate = gpu.peak_flops(weights.compute) * eff.flops_fraction * layout.tensor_parallel_size
-    return flops / rate + tp_comm_s(arch, gpu, layout, prompt_tokens, activation_dtype(weights))
+    comm = tp_comm_s(arch, gpu, layout, prompt_tokens, activation_dtype(weights))
+    return eff.server_overhead_s + eff.step_overhead_s + flops / rate + comm
 
 
 def expected_distinct_experts(arch: Architecture, batch: int) -> float:
@@ -114,8 +129,13 @@ def decode_step(
     batch: int,
     context_tokens: int,
     eff: Efficiency,
+    prefill_tokens: float = 0.0,
 ) -> DecodeStep:
-    """Step time = max(bytes read / bandwidth, FLOPs / compute) + all-reduces.
+    """Step time = max(bytes read / bandwidth, FLOPs / compute) + all-reduces + fixed step cost.
+
+    `prefill_tokens`: prompt tokens the scheduler mixes into the step under load (chunked
+    prefill shares each step between new prompts and running decodes); their FLOPs join the
+    compute side and their activations the all-reduces.
 
     Bytes read: every weight a batch touches (for MoE, the non-expert weights plus the expected
     distinct routed experts) and the whole KV of every sequence at `context_tokens` (the
@@ -130,7 +150,9 @@ def decode_step(
     # TP ranks read in parallel; pipeline stages take turns, so only TP divides the time.
     bandwidth = gpu.memory_bandwidth_bytes_per_s * eff.bandwidth_fraction * layout.tensor_parallel_size
     memory_s = (weights_read + kv_read) / bandwidth
-    flops = 2.0 * params.active * batch + 4.0 * batch * context_tokens * arch.n_heads * arch.head_dim * arch.n_layers
+    tokens = batch + prefill_tokens
+    flops = 2.0 * params.active * tokens + 4.0 * batch * context_tokens * arch.n_heads * arch.head_dim * arch.n_layers
     compute_s = flops / (gpu.peak_flops(weights.compute) * eff.flops_fraction * layout.tensor_parallel_size)
-    comm = tp_comm_s(arch, gpu, layout, batch, activation_dtype(weights))
-    return DecodeStep(max(memory_s, compute_s) + comm, memory_s, compute_s, comm)
+    comm = tp_comm_s(arch, gpu, layout, int(tokens), activation_dtype(weights))
+    step = max(memory_s, compute_s) + comm + eff.step_overhead_s
+    return DecodeStep(step, memory_s, compute_s, comm)

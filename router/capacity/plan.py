@@ -7,7 +7,7 @@ one full-context sequence, in a layout vLLM accepts (TP within a node, pipeline 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from router.capacity import memory as mem
@@ -16,7 +16,14 @@ from router.capacity.cost import HOURS_PER_MONTH, cost
 from router.capacity.dtypes import DEFAULT_INT4_GROUP_SIZE, DType, activation_dtype, kv_dtype, weight_dtype
 from router.capacity.hardware import GPU
 from router.capacity.params import ParamBreakdown, count_params, rough_active_estimate, rough_params_estimate
-from router.capacity.perf import DecodeStep, Efficiency, decode_step, ttft_s
+from router.capacity.perf import DecodeStep, Efficiency, decode_step, tp_comm_s, ttft_s
+from router.capacity.vllm_versions import (
+    DEFAULT_CUDA_GRAPH_BYTES,
+    DEFAULT_VLLM_VERSION,
+    LARGE_GPU_BYTES,
+    SAMPLER_BYTES_PER_LOGIT,
+    vllm_version,
+)
 from router.errors import ConfigError
 
 
@@ -36,9 +43,17 @@ class PlanInputs:
     utilization: float = 1.0
     efficiency: Efficiency = field(default_factory=Efficiency)
     block_size_tokens: int = mem.DEFAULT_BLOCK_SIZE_TOKENS
-    max_num_batched_tokens: int = mem.DEFAULT_MAX_NUM_BATCHED_TOKENS
-    max_num_seqs: int = mem.VLLM_DEFAULT_MAX_NUM_SEQS
-    overhead_bytes_per_gpu: int = mem.DEFAULT_OVERHEAD_BYTES_PER_GPU
+    # vLLM's limits; None: the version's default for this GPU (router.capacity.vllm_versions).
+    max_num_batched_tokens: int | None = None
+    max_num_seqs: int | None = None
+    vllm_version: str = DEFAULT_VLLM_VERSION
+    cuda_graph_bytes_per_gpu: int = DEFAULT_CUDA_GRAPH_BYTES  # out of the budget where the version says
+    non_torch_bytes_per_gpu: int | None = None  # None: the version's; a calibration's fit otherwise
+    comm_buffer_bytes_per_gpu: int | None = None  # TP > 1 only; None: the version's
+    batch: int | None = None  # decode and TTFT figures at this batch; None: max_batch
+    # Output tokens per request under load: each decode step then also carries the prompt
+    # tokens of requests joining the batch (batch x prompt / output). None: no interference.
+    output_tokens: int | None = None
     int4_group_size: int = DEFAULT_INT4_GROUP_SIZE
     quantize_embeddings: bool = False
 
@@ -55,8 +70,22 @@ class PlanInputs:
             raise ConfigError("prompt_tokens must be >= 1")
         if self.hours < 0 or not 0.0 <= self.utilization <= 1.0:
             raise ConfigError("hours must be >= 0 and utilization in [0, 1]")
-        if self.block_size_tokens < 1 or self.max_num_seqs < 1 or self.max_num_batched_tokens < 1:
-            raise ConfigError("block_size_tokens, max_num_seqs and max_num_batched_tokens must be >= 1")
+        limits = (self.max_num_seqs, self.max_num_batched_tokens, self.batch, self.output_tokens)
+        if self.block_size_tokens < 1 or any(x is not None and x < 1 for x in limits):
+            raise ConfigError(
+                "block_size_tokens, max_num_seqs, max_num_batched_tokens, batch, output_tokens must be >= 1"
+            )
+        overrides = (self.non_torch_bytes_per_gpu, self.comm_buffer_bytes_per_gpu)
+        if self.cuda_graph_bytes_per_gpu < 0 or any(x is not None and x < 0 for x in overrides):
+            raise ConfigError("reserve terms must be >= 0 bytes")
+        vllm_version(self.vllm_version)  # an unknown version is refused here, with the known ones
+
+    def engine_limits(self, gpu: GPU, context_tokens: int) -> tuple[int, int]:
+        """(max_num_batched_tokens, max_num_seqs): the given ones, else the version's defaults."""
+        version = vllm_version(self.vllm_version)
+        large = gpu.cuda_memory_bytes >= LARGE_GPU_BYTES and "a100" not in gpu.key
+        tokens = self.max_num_batched_tokens or version.max_num_batched_tokens(large, context_tokens)
+        return tokens, self.max_num_seqs or version.max_num_seqs(large)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +101,27 @@ class Capacity:
     problem: str | None  # why vLLM would refuse the layout or memory does not hold it
 
 
+def reserve(
+    arch: Architecture, gpu: GPU, weights: DType, tp: int, context_tokens: int, inputs: PlanInputs
+) -> mem.Reserve:
+    """What one GPU gives up before its KV pool, in the terms of `inputs.vllm_version`'s profile."""
+    version = vllm_version(inputs.vllm_version)
+    tokens, seqs = inputs.engine_limits(gpu, context_tokens)
+    activation = mem.activation_peak_bytes(
+        arch,
+        activation_dtype(weights),
+        tp,
+        max_num_batched_tokens=tokens,
+        max_num_seqs=seqs,
+        together=version.activation_peak == "sum",
+        sampler_bytes_per_logit=SAMPLER_BYTES_PER_LOGIT,
+    )
+    non_torch = version.non_torch_bytes if inputs.non_torch_bytes_per_gpu is None else inputs.non_torch_bytes_per_gpu
+    comm = version.comm_buffer_bytes if inputs.comm_buffer_bytes_per_gpu is None else inputs.comm_buffer_bytes_per_gpu
+    graphs = inputs.cuda_graph_bytes_per_gpu if version.cuda_graphs_in_budget else 0
+    return mem.Reserve(activation, non_torch, comm if tp > 1 else 0, graphs)
+
+
 def capacity(
     arch: Architecture,
     gpu: GPU,
@@ -80,33 +130,28 @@ def capacity(
     kv: DType,
     gpus: int,
     inputs: PlanInputs,
+    context_tokens: int | None = None,
 ) -> Capacity:
     """KV tokens `gpus` GPUs hold for this model (0 when the weights and reserve do not fit)."""
     layout = mem.layout_for(gpus, gpu.gpus_per_node)
     tp, pp = layout.tensor_parallel_size, layout.pipeline_parallel_size
-    reserve = mem.activation_reserve_bytes(
-        arch,
-        activation_dtype(weights),
-        tp,
-        max_num_batched_tokens=inputs.max_num_batched_tokens,
-        max_num_seqs=inputs.max_num_seqs,
-        overhead_bytes=inputs.overhead_bytes_per_gpu,
-    )
+    context = context_tokens or min(inputs.context_tokens or arch.max_context_tokens, arch.max_context_tokens)
+    reserve_bytes = reserve(arch, gpu, weights, tp, context, inputs).total_bytes
     weights_per_gpu = -(-weights_total_bytes // gpus)
     per_token = mem.kv_bytes_per_token_per_worker(arch, kv, tp, pp)
     problem = mem.layout_problem(arch, layout)
     if inputs.kv_budget_bytes is not None:
         budget = inputs.kv_budget_bytes
-        if weights_per_gpu + reserve + budget > gpu.memory_bytes:
+        if weights_per_gpu + reserve_bytes + budget > gpu.cuda_memory_bytes:
             problem = problem or "weights + reserve + the given KV budget exceed the GPU's memory"
     else:
         budget = mem.kv_budget_bytes_per_worker(
-            gpu.memory_bytes, inputs.gpu_memory_utilization, weights_total_bytes, gpus, reserve
+            gpu.cuda_memory_bytes, inputs.gpu_memory_utilization, weights_total_bytes, gpus, reserve_bytes
         )
         if budget <= 0:
             problem = problem or "weights + reserve exceed gpu_memory_utilization x memory"
     tokens = mem.kv_tokens_from_budget(budget, per_token, inputs.block_size_tokens)
-    return Capacity(layout, weights_per_gpu, reserve, budget, per_token, tokens, problem)
+    return Capacity(layout, weights_per_gpu, reserve_bytes, budget, per_token, tokens, problem)
 
 
 def min_gpus(
@@ -121,7 +166,7 @@ def min_gpus(
     """The smallest power-of-two layout holding one `context_tokens` sequence, or None (> 256 GPUs)."""
     n = 1
     while n <= mem.MAX_GPUS_SEARCHED:
-        cap = capacity(arch, gpu, weights_total_bytes, weights, kv, n, inputs)
+        cap = capacity(arch, gpu, weights_total_bytes, weights, kv, n, inputs, context_tokens)
         if cap.problem is None and cap.kv_tokens_capacity >= context_tokens:
             return cap
         n *= 2
@@ -170,10 +215,15 @@ class Plan:
     hours: float
     utilization: float
     gpu_memory_bytes: int
+    gpu_cuda_memory_bytes: int
     gpu_memory_utilization: float
     flops_fraction: float
     bandwidth_fraction: float
     block_size_tokens: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    batch: int  # the batch the decode and TTFT figures are for
+    vllm_version: str
     notes: tuple[str, ...]
 
     def to_dict(self) -> dict[str, Any]:
@@ -228,13 +278,18 @@ def _size(arch: Architecture, gpu: GPU, q: PlanInputs) -> _Sized:
     context = min(q.context_tokens or arch.max_context_tokens, arch.max_context_tokens)
     smallest = min_gpus(arch, gpu, w_bytes, weights, kv, context, q)
     gpus = q.gpus if q.gpus is not None else (smallest.layout.gpus if smallest else mem.MAX_GPUS_SEARCHED)
-    cap = capacity(arch, gpu, w_bytes, weights, kv, gpus, q)
-    batch = mem.max_batch(cap.kv_tokens_capacity, context) if cap.problem is None else 0
+    cap = capacity(arch, gpu, w_bytes, weights, kv, gpus, q, context)
+    # Memory holds kv // context sequences; the engine runs no more than max_num_seqs at once.
+    seqs = q.engine_limits(gpu, context)[1]
+    batch = min(mem.max_batch(cap.kv_tokens_capacity, context), seqs) if cap.problem is None else 0
     return _Sized(weights, kv, params, w_bytes, context, smallest, cap, batch)
 
 
 def _decode(arch: Architecture, gpu: GPU, q: PlanInputs, sized: _Sized, batch: int) -> DecodeStep:
     kv_total_per_token = sized.cap.kv_bytes_per_token_per_gpu * sized.cap.layout.gpus
+    prompt = min(q.prompt_tokens, sized.context)
+    # Under load every request's prompt passes through the steps that decode its output.
+    joining = 0.0 if q.output_tokens is None or batch <= 1 else max(batch, 1) * prompt / q.output_tokens
     return decode_step(
         arch,
         sized.params,
@@ -246,6 +301,7 @@ def _decode(arch: Architecture, gpu: GPU, q: PlanInputs, sized: _Sized, batch: i
         max(batch, 1),
         sized.context,
         q.efficiency,
+        joining,
     )
 
 
@@ -279,9 +335,11 @@ def plan(arch: Architecture, gpu: GPU, inputs: PlanInputs | None = None) -> Plan
     gpus = cap.layout.gpus
     prompt = min(q.prompt_tokens, context)
     fits = cap.problem is None and cap.kv_tokens_capacity >= context
-    step = _decode(arch, gpu, q, sized, batch)
+    at = batch if q.batch is None else min(q.batch, max(batch, 1))
+    step = _decode(arch, gpu, q, sized, at)
     per_seq = 1.0 / step.step_s
-    aggregate = per_seq * batch
+    aggregate = per_seq * at
+    tokens_limit, seqs_limit = q.engine_limits(gpu, context)
     price = gpu.price_per_hour_usd if q.price_per_gpu_hour_usd is None else q.price_per_gpu_hour_usd
     money = cost(price, gpus, q.hours, q.utilization, aggregate)
     return Plan(
@@ -311,7 +369,10 @@ def plan(arch: Architecture, gpu: GPU, inputs: PlanInputs | None = None) -> Plan
         fits=fits,
         fit_problem=cap.problem,
         prompt_tokens=prompt,
-        ttft_ms_estimate=1e3 * ttft_s(arch, params, gpu, weights, cap.layout, prompt, q.efficiency),
+        # At a batch above one the prompt waits, on average, for the step in flight and its own
+        # step carries the running decodes: one decode step more than alone.
+        ttft_ms_estimate=1e3
+        * (ttft_s(arch, params, gpu, weights, cap.layout, prompt, q.efficiency) + (step.step_s if at > 1 else 0.0)),
         decode_tokens_per_s_per_seq=per_seq,
         decode_tokens_per_s_aggregate=aggregate,
         tp_comm_fraction=step.comm_fraction,
@@ -323,10 +384,15 @@ def plan(arch: Architecture, gpu: GPU, inputs: PlanInputs | None = None) -> Plan
         hours=q.hours,
         utilization=q.utilization,
         gpu_memory_bytes=gpu.memory_bytes,
+        gpu_cuda_memory_bytes=gpu.cuda_memory_bytes,
         gpu_memory_utilization=q.gpu_memory_utilization,
         flops_fraction=q.efficiency.flops_fraction,
         bandwidth_fraction=q.efficiency.bandwidth_fraction,
         block_size_tokens=q.block_size_tokens,
+        max_num_seqs=seqs_limit,
+        max_num_batched_tokens=tokens_limit,
+        batch=at,
+        vllm_version=q.vllm_version,
         notes=_notes(arch, params, cap, context, q.context_tokens),
     )
 
@@ -342,6 +408,22 @@ def kv_tokens_for_budget(
     """KV tokens a fixed per-worker pool holds (vLLM-CPU's VLLM_CPU_KVCACHE_SPACE, kv_cache_memory_bytes)."""
     per_token = mem.kv_bytes_per_token_per_worker(arch, kv_dtype(kv_dtype_key), tensor_parallel_size, 1)
     return mem.kv_tokens_from_budget(budget_bytes_per_worker, per_token, block_size_tokens)
+
+
+def decode_step_for(arch: Architecture, gpu: GPU, inputs: PlanInputs, batch: int) -> DecodeStep:
+    """The planned layout's decode step with `batch` sequences at `inputs.context_tokens`."""
+    sized = _size(arch, gpu, inputs)
+    return _decode(arch, gpu, inputs, sized, max(batch, 1))
+
+
+def prefill_parts_for(arch: Architecture, gpu: GPU, inputs: PlanInputs) -> tuple[float, float]:
+    """(prefill seconds at `inputs.efficiency` without fixed costs, TP all-reduce seconds)."""
+    sized = _size(arch, gpu, inputs)
+    layout = sized.cap.layout
+    prompt = min(inputs.prompt_tokens, sized.context)
+    comm = tp_comm_s(arch, gpu, layout, prompt, activation_dtype(sized.weights))
+    eff = replace(inputs.efficiency, server_overhead_s=0.0, step_overhead_s=0.0)
+    return ttft_s(arch, sized.params, gpu, sized.weights, layout, prompt, eff) - comm, comm
 
 
 def decode_ms_per_token(arch: Architecture, gpu: GPU, inputs: PlanInputs, batch: int) -> float:

@@ -15,6 +15,7 @@ from deployments.planning import architecture_for, load_architecture
 from deployments.profile import ServingSpec
 from router.capacity import PlanInputs
 from router.capacity.architectures import CATALOGUE, ArchitectureError
+from router.capacity.hardware import GPUS
 from router.capacity.memory import GIB, VLLM_DEFAULT_GPU_MEMORY_UTILIZATION, VLLM_DEFAULT_MAX_NUM_SEQS
 from tests.unit.capacity_configs import SMOLLM2_135M
 
@@ -61,7 +62,10 @@ def test_an_architecture_that_cannot_be_looked_up_is_an_architecture_error(
 def test_vllm_defaults_are_the_planners_defaults() -> None:
     inputs = PlanInputs()
     assert inputs.gpu_memory_utilization == VLLM_DEFAULT_GPU_MEMORY_UTILIZATION == 0.9
-    assert inputs.max_num_seqs == VLLM_DEFAULT_MAX_NUM_SEQS == 256
+    # None: the vLLM version's own default for the GPU, 256 below 70 GiB as everywhere else.
+    assert inputs.max_num_seqs is None
+    assert inputs.engine_limits(GPUS["l4"], 4096)[1] == VLLM_DEFAULT_MAX_NUM_SEQS == 256
+    assert inputs.engine_limits(GPUS["h100-80gb"], 4096) == (8192, 1024)  # what vLLM 0.19 logs on an H100
 
 
 def test_gib_is_defined_once_in_the_product() -> None:
