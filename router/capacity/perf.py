@@ -2,7 +2,7 @@
 
 Efficiencies are explicit inputs (`Efficiency`): the fraction of peak dense FLOP/s a prefill
 achieves (MFU), the fraction of peak HBM bandwidth a decode step achieves, a fixed cost per
-engine step and a fixed server cost before the first token. Defaults (0.5, 0.8, 1 ms, 12 ms)
+engine step and a fixed server cost before the first token. Defaults (0.5, 0.8, 1 ms, 18 ms)
 come from the public points in docs/planner.md (Llama-3.1-8B on an A100-40GB decodes one
 sequence at 77 % of the bandwidth ceiling); `tiergate plan --calibrate` fits them to a fleet's
 own measurements.
@@ -35,13 +35,14 @@ class Efficiency:
     kernel launches between CUDA graphs): Qwen2.5-0.5B on an L4 decodes one sequence in 5.1 ms
     where reading its 0.99 GB of weights takes 3.3 ms at full bandwidth. `server_overhead_s` is
     the fixed time before the first token of a short prompt (HTTP, chat template, tokenizer,
-    scheduling); the same L4 answered a 256-token prompt's first token in 27 ms.
+    scheduling); vLLM's own reports put it at 10-15 ms and the same L4 answered a 256-token
+    prompt's first token in 27 ms (about 24 ms of it fixed): 18 ms sits between the two.
     """
 
     flops_fraction: float = 0.5
     bandwidth_fraction: float = 0.8
     step_overhead_s: float = 0.001
-    server_overhead_s: float = 0.012
+    server_overhead_s: float = 0.018
 
     def __post_init__(self) -> None:
         if not (0 < self.flops_fraction <= 1 and 0 < self.bandwidth_fraction <= 1):
