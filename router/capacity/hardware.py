@@ -39,7 +39,7 @@ class GPU:
     fp8_flops: float | None  # None: no fp8 tensor cores (fp8 weights then run at the bf16 rate)
     int8_flops: float
     link_bytes_per_s: float
-    allreduce_latency_s: float
+    link_hop_latency_s: float  # one latency-bound step of a ring all-reduce (2 (tp - 1) of them)
     price_per_hour_usd: float
     cuda_memory_observed: bool = True  # False: estimated from a sibling part's NVML-to-CUDA gap
     gpus_per_node: int = 8
@@ -55,13 +55,17 @@ class GPU:
         return self.bf16_flops
 
 
-_NVLINK_LATENCY_S = 8e-6
-_PCIE_LATENCY_S = 25e-6
+# Per ring step. Fitted to one pair of public measurements and physically a latency per hop: Llama-3-70B
+# decoding alone on H100s took 28.4 ms a step at TP 2 and 17.0 ms at TP 4 (docs/planner.md, L9/L11),
+# 1.0 and 3.0 ms more than reading the weights: 160 all-reduces x 2 (tp - 1) hops x 3.2 us, plus the
+# fixed step cost. PCIe: 12.5 us a hop (25 us for a TP-2 all-reduce), not measured here.
+_NVLINK_HOP_LATENCY_S = 3.2e-6
+_PCIE_HOP_LATENCY_S = 12.5e-6
 
 _PCIE4_BYTES_PER_S = 32e9
-_PCIE = (_PCIE4_BYTES_PER_S, _PCIE_LATENCY_S)
-_NVLINK3 = (300e9, _NVLINK_LATENCY_S)
-_NVLINK4 = (450e9, _NVLINK_LATENCY_S)
+_PCIE = (_PCIE4_BYTES_PER_S, _PCIE_HOP_LATENCY_S)
+_NVLINK3 = (300e9, _NVLINK_HOP_LATENCY_S)
+_NVLINK4 = (450e9, _NVLINK_HOP_LATENCY_S)
 _AMPERE_FLOPS = (312e12, None, 624e12)  # bf16, fp8, int8 dense
 _HOPPER_FLOPS = (989.4e12, 1978.9e12, 1978.9e12)
 

@@ -8,9 +8,10 @@ sequence at 77 % of the bandwidth ceiling); `tiergate plan --calibrate` fits the
 own measurements.
 
 Tensor parallelism: each layer does two all-reduces (after attention and after the MLP) of
-tokens x d_model activations. A ring all-reduce moves 2 (tp-1)/tp of the bytes over each link
-and costs a fixed latency per call; at decode batch sizes the latency term dominates (Llama-3.3
--70B at TP=4 on H100: 160 all-reduces x 8 us = 1.3 ms per step). docs/strategy.md's "10-15 %
+tokens x d_model activations. A ring all-reduce takes 2 (tp-1) steps, each a hop latency plus
+1/tp of the bytes over a link; at decode batch sizes the latency term dominates and grows with
+TP (Llama-3.3-70B on H100s: 160 all-reduces x 6 hops x 3.2 us = 3.1 ms per step at TP=4, a
+third of what TP=2 -> 4 saves on weight reads). docs/strategy.md's "10-15 %
 overhead, 3.4-3.6x on 4 GPUs" was for pipeline stages; the overhead fraction is reported here.
 Pipeline stages run one after another for one sequence, so they add no speed to a single stream.
 """
@@ -66,10 +67,12 @@ def attention_flops(arch: Architecture, prompt_tokens: int) -> float:
 
 
 def allreduce_s(gpu: GPU, tp: int, payload_bytes: float) -> float:
-    """One ring all-reduce over `tp` GPUs of `payload_bytes`."""
+    """One ring all-reduce over `tp` GPUs of `payload_bytes`: 2 (tp - 1) latency-bound steps, each
+    moving 1/tp of the payload (so 2 (tp - 1) / tp of it crosses every link)."""
     if tp <= 1:
         return 0.0
-    return gpu.allreduce_latency_s + 2 * (tp - 1) / tp * payload_bytes / gpu.link_bytes_per_s
+    steps = 2 * (tp - 1)
+    return steps * gpu.link_hop_latency_s + steps / tp * payload_bytes / gpu.link_bytes_per_s
 
 
 def tp_comm_s(arch: Architecture, gpu: GPU, layout: Layout, tokens: int, act: DType) -> float:

@@ -39,6 +39,7 @@ def test_json_carries_every_answer_key_with_units() -> None:
         "monthly_cost_usd",
         "monthly_cost_reserved_usd",
         "usd_per_million_tokens",
+        "reserve_bytes_per_gpu",
     ):
         assert key in data, key
     assert data["tensor_parallel_size"] == 4
@@ -114,3 +115,37 @@ def test_context_beyond_the_model_is_capped_and_said() -> None:
     notes = data["notes"]
     assert isinstance(notes, list)
     assert any("capped" in str(note) for note in notes)
+
+
+def test_max_num_seqs_caps_the_batch_and_the_throughput() -> None:
+    args = ("--model", "llama-3.1-8b", "--gpu", "h100-80gb", "--context-tokens", "1024")
+    free = _plan_json(*args, "--max-num-seqs", "4096")
+    capped = _plan_json(*args, "--max-num-seqs", "256")
+    assert int(str(free["max_batch"])) > 256 == capped["max_batch"] == capped["max_num_seqs"]
+    assert float(str(capped["decode_tokens_per_s_aggregate"])) < float(str(free["decode_tokens_per_s_aggregate"]))
+    assert float(str(capped["usd_per_million_tokens"])) > float(str(free["usd_per_million_tokens"]))
+
+
+def test_batch_flag_gives_decode_and_ttft_at_that_batch() -> None:
+    args = ("--model", "llama-3.1-8b", "--gpu", "h100-80gb", "--context-tokens", "4096")
+    one, eight = _plan_json(*args, "--batch", "1"), _plan_json(*args, "--batch", "8")
+    assert (one["batch"], eight["batch"]) == (1, 8)
+    assert float(str(eight["decode_tokens_per_s_per_seq"])) < float(str(one["decode_tokens_per_s_per_seq"]))
+    assert float(str(eight["ttft_ms_estimate"])) > float(str(one["ttft_ms_estimate"]))
+
+
+def test_vllm_version_and_engine_limits_change_the_reserve() -> None:
+    args = ("--model", "llama-3.1-8b", "--gpu", "h100-80gb", "--gpus", "2", "--context-tokens", "8192")
+    new, old = _plan_json(*args), _plan_json(*args, "--vllm-version", "0.6")
+    assert new["vllm_version"] == "0.19" and old["vllm_version"] == "0.6"
+    assert int(str(old["reserve_bytes_per_gpu"])) != int(str(new["reserve_bytes_per_gpu"]))
+    few = _plan_json(*args, "--max-num-batched-tokens", "2048", "--max-num-seqs", "64")
+    assert int(str(few["reserve_bytes_per_gpu"])) < int(str(new["reserve_bytes_per_gpu"]))
+    bad = runner.invoke(app, ["plan", *args, "--vllm-version", "9.9"])
+    assert bad.exit_code == 2 and "0.19" in bad.stderr
+
+
+def test_plan_without_model_or_calibrate_is_a_usage_error() -> None:
+    result = runner.invoke(app, ["plan", "--gpu", "l4"])
+    assert result.exit_code == 2
+    assert "--model and --gpu" in result.stderr

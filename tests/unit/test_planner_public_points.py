@@ -62,7 +62,8 @@ def _latency_plan(p: dict[str, Any]) -> Any:
         context_tokens=p["prompt"] + p["output"],
         prompt_tokens=p["prompt"],
         batch=p["batch"],
-        output_tokens=p["output"],
+        # Closed-loop load: new prompts keep joining the running batch's steps.
+        output_tokens=p["output"] if p["load"] == "closed" else None,
     )
     return plan(_arch(p["model"]), GPUS[p["gpu"]], inputs)
 
