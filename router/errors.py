@@ -9,6 +9,8 @@ whole tree, with where each leaf is defined:
     │   ├── ArchitectureError        router.capacity.architectures
     │   ├── DTypeError               router.capacity.dtypes
     │   ├── GPUError                 router.capacity.hardware
+    │   ├── VllmVersionError         router.capacity.vllm_versions
+    │   ├── CalibrationError         router.capacity.calibration
     │   ├── ArtifactError            router.runtime.artifact
     │   ├── ProfileError             deployments.profile
     │   ├── TierPlanningError        deployments.planning

@@ -39,7 +39,11 @@ def render_table(p: Plan) -> str:
     """The plan as an aligned two-column table; GB = 1e9 bytes, GiB = 2^30 bytes."""
     gap = (p.params_rough_estimate - p.params_total) / p.params_total
     rows: list[tuple[str, str]] = [
-        ("model / gpu", f"{p.model} on {p.gpus} x {p.gpu} ({_bytes(p.gpu_memory_bytes)} each)"),
+        (
+            "model / gpu",
+            f"{p.model} on {p.gpus} x {p.gpu} ({_bytes(p.gpu_memory_bytes)} each;"
+            f" CUDA sees {p.gpu_cuda_memory_bytes / GIB:,.2f} GiB)",
+        ),
         ("dtype / kv dtype", f"{p.dtype} / {p.kv_dtype}"),
         ("params_total", _count(p.params_total)),
         ("  rough 12*L*d^2", f"{_count(p.params_rough_estimate)}, {gap:+.1%} vs exact"),
@@ -97,7 +101,8 @@ def render_table(p: Plan) -> str:
         (
             "assumptions",
             f"gpu_memory_utilization={p.gpu_memory_utilization:g}, MFU={p.flops_fraction:g},"
-            f" bandwidth efficiency={p.bandwidth_fraction:g}",
+            f" bandwidth efficiency={p.bandwidth_fraction:g}, step {p.step_overhead_s * 1e3:g} ms,"
+            f" server {p.server_overhead_s * 1e3:g} ms",
         ),
     ]
     width = max(len(k) for k, _ in rows)

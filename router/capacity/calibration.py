@@ -27,8 +27,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from router.capacity.architectures import catalogue_architecture
+from router.capacity.hardware import gpu
 from router.capacity.memory import GIB
 from router.capacity.perf import Efficiency
+from router.capacity.plan import PlanInputs, decode_step_for, prefill_parts_for
 from router.errors import ConfigError
 
 BENCHMARK_FORMAT = """{"points": [{"model": "llama-3.1-8b", "gpu": "a100-40gb", "gpus": 1,
@@ -168,8 +171,8 @@ class Calibration:
     efficiency: Efficiency
     evidence: tuple[str, ...]  # one line per fitted term: what it came from
 
-    def apply(self, inputs: Any) -> Any:
-        """`inputs` (a PlanInputs) with this calibration's terms in place of the defaults."""
+    def apply(self, inputs: PlanInputs) -> PlanInputs:
+        """`inputs` with this calibration's terms in place of the defaults."""
         changes: dict[str, Any] = {"efficiency": self.efficiency}
         if self.non_torch_bytes_per_gpu is not None:
             changes["non_torch_bytes_per_gpu"] = self.non_torch_bytes_per_gpu
@@ -263,11 +266,13 @@ def fit(
             memory_s, fixed_s = decode_roofline(p)
             xs.append(memory_s)
             ys.append(max(p.tpot_ms or 0.0, 0.0) / 1e3 - fixed_s)
-        slope, overhead = _fit_line(xs, ys)
-        fraction = min(1.0, 1.0 / slope)
         if len(decode) == 1:
+            # One point cannot split the two terms: keep the step cost, fit the fraction.
             overhead = eff.step_overhead_s
             fraction = min(1.0, xs[0] / max(ys[0] - overhead, 1e-9))
+        else:
+            slope, overhead = _fit_line(xs, ys)
+            fraction = min(1.0, 1.0 / slope)
         eff = replace(eff, bandwidth_fraction=fraction, step_overhead_s=overhead)
         evidence.append(f"bandwidth_fraction, step_overhead_s: fitted to {len(decode)} decode point(s)")
     prefill = [p for p in points if p.ttft_ms is not None]
@@ -287,9 +292,7 @@ def fit(
 _IDEAL = Efficiency(1.0, 1.0, 0.0, 0.0)
 
 
-def _inputs(point: BenchmarkPoint) -> Any:
-    from router.capacity.plan import PlanInputs
-
+def _inputs(point: BenchmarkPoint) -> PlanInputs:
     return PlanInputs(
         dtype=point.dtype,
         gpus=point.gpus,
@@ -302,18 +305,10 @@ def _inputs(point: BenchmarkPoint) -> Any:
 
 def decode_roofline(point: BenchmarkPoint) -> tuple[float, float]:
     """The planner's decode step for `point` at 100 % bandwidth: (memory seconds, all-reduce seconds)."""
-    from router.capacity.architectures import catalogue_architecture
-    from router.capacity.hardware import gpu
-    from router.capacity.plan import decode_step_for
-
     step = decode_step_for(catalogue_architecture(point.model), gpu(point.gpu), _inputs(point), point.batch)
     return step.memory_s, step.comm_s
 
 
 def prefill_roofline(point: BenchmarkPoint) -> tuple[float, float]:
     """The planner's prefill for `point` at 100 % MFU with no fixed costs: (compute seconds, all-reduces)."""
-    from router.capacity.architectures import catalogue_architecture
-    from router.capacity.hardware import gpu
-    from router.capacity.plan import prefill_parts_for
-
     return prefill_parts_for(catalogue_architecture(point.model), gpu(point.gpu), _inputs(point))

@@ -219,6 +219,8 @@ class Plan:
     gpu_memory_utilization: float
     flops_fraction: float
     bandwidth_fraction: float
+    step_overhead_s: float
+    server_overhead_s: float
     block_size_tokens: int
     max_num_seqs: int
     max_num_batched_tokens: int
@@ -388,6 +390,8 @@ def plan(arch: Architecture, gpu: GPU, inputs: PlanInputs | None = None) -> Plan
         gpu_memory_utilization=q.gpu_memory_utilization,
         flops_fraction=q.efficiency.flops_fraction,
         bandwidth_fraction=q.efficiency.bandwidth_fraction,
+        step_overhead_s=q.efficiency.step_overhead_s,
+        server_overhead_s=q.efficiency.server_overhead_s,
         block_size_tokens=q.block_size_tokens,
         max_num_seqs=seqs_limit,
         max_num_batched_tokens=tokens_limit,

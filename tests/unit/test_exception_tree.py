@@ -14,8 +14,10 @@ from deployments.planning import TierPlanningError
 from deployments.processes import AlreadyRunningError
 from deployments.profile import ProfileError
 from router.capacity.architectures import ArchitectureError
+from router.capacity.calibration import CalibrationError
 from router.capacity.dtypes import DTypeError
 from router.capacity.hardware import GPUError
+from router.capacity.vllm_versions import VllmVersionError
 from router.errors import ConfigError, LaunchError, TiergateError
 from router.runtime.artifact import ArtifactError
 
@@ -23,6 +25,8 @@ CONFIG_LEAVES: list[type[Exception]] = [
     ArchitectureError,
     DTypeError,
     GPUError,
+    VllmVersionError,
+    CalibrationError,
     ArtifactError,
     ProfileError,
     TierPlanningError,
