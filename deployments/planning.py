@@ -205,7 +205,7 @@ def derive_engine_limits(
                 f"tier {tier.name!r}: {arch.name} at {weights.key} with max_model_len {length:,} needs more"
                 f" than one node of {device.gpus_per_node} x {device.key} ({smallest_text});"
                 f" weights alone are {weights_total / 1e9:,.1f} GB against"
-                f" {device.memory_bytes / 1e9:,.2f} GB per GPU"
+                f" {device.cuda_memory_bytes / 1e9:,.2f} GB per GPU (CUDA-visible)"
             )
         tp = smallest.layout.tensor_parallel_size
     cap = capacity(arch, device, weights_total, weights, kv, tp, inputs)
@@ -217,7 +217,7 @@ def derive_engine_limits(
             f"tier {tier.name!r}: {arch.name} at {weights.key} does not fit on TP={tp} x {device.key}:"
             f" {reason} (weights {cap.weights_bytes_per_gpu / 1e9:,.2f} GB + reserve"
             f" {cap.reserve_bytes_per_gpu / 1e9:,.2f} GB per GPU of {utilization:g} x"
-            f" {device.memory_bytes / 1e9:,.2f} GB); {smallest_text}"
+            f" {device.cuda_memory_bytes / 1e9:,.2f} GB); {smallest_text}"
         )
     if tier.gpus and tier.gpus != tp:
         # tier.gpus states the GPUs a replica holds; a mismatch with the planned layout would mislead.
