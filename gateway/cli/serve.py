@@ -48,7 +48,9 @@ def register(app: typer.Typer) -> None:
 
         with errors_exit():
             resolved = resolve_profile(profile, pairs, host=host, port=port)
-            profile_file = str(resolve_profile_path(profile).resolve()) if profile else None
+            # Absolute but with symlinks kept: a ConfigMap mount swaps a symlink on update, and the
+            # resolved target (a dated folder) disappears with the next one.
+            profile_file = str(resolve_profile_path(profile).absolute()) if profile else None
         gw = resolved.gateway
         level = log_level or gw.log_level
         # Where PUT /admin/policy leaves a new routing section for this serve's other workers.
