@@ -1,6 +1,7 @@
 """A renderer for the part of kustomize that k8s/kustomization.yaml uses, so tests need no kustomize.
 
-Supported: `resources` (YAML files under the kustomization's folder), `configMapGenerator` and
+Supported: `resources` (YAML files and folders with their own kustomization, under the
+kustomization's folder), `configMapGenerator` and
 `secretGenerator` (`files`, `literals`, `envs`; `options` with `disableNameSuffixHash`, `labels`,
 `annotations`; a Secret's `type`) and `labels` (pairs on every object's metadata only). A generated
 object's name gets kustomize's content hash unless disabled, and references to it from pod
@@ -61,12 +62,12 @@ def name_hash(obj: Obj) -> str:
     return digest.translate(str.maketrans("013ae", "ghkmt"))
 
 
-def _inside(root: Path, relative: str) -> Path:
+def _inside(root: Path, relative: str, *, folder_ok: bool = False) -> Path:
     path = (root / relative).resolve()
     if not path.is_relative_to(root.resolve()):
         raise Unsupported(f"{relative}: outside the kustomization's folder (kustomize refuses it)")
-    if not path.is_file():
-        raise Unsupported(f"{relative}: no such file")
+    if not (path.is_file() or (folder_ok and (path / "kustomization.yaml").is_file())):
+        raise Unsupported(f"{relative}: no such file" + (" or folder with a kustomization.yaml" if folder_ok else ""))
     return path
 
 
@@ -159,10 +160,13 @@ def render(folder: Path) -> list[Obj]:
         raise Unsupported(f"kind {spec['kind']!r}: only a Kustomization")
     objects: list[Obj] = []
     for rel in spec.get("resources", []):
-        path = _inside(folder, rel)
-        if path.suffix not in (".yaml", ".yml"):
-            raise Unsupported(f"{rel}: only YAML files are supported as resources")
-        objects.extend(doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc)
+        path = _inside(folder, rel, folder_ok=True)
+        if path.is_dir():
+            objects.extend(render(path))  # rendered on its own first; this level's labels then apply
+        elif path.suffix in (".yaml", ".yml"):
+            objects.extend(doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc)
+        else:
+            raise Unsupported(f"{rel}: only YAML files and kustomization folders are supported as resources")
     configmaps = {g["name"]: _generated(g, "ConfigMap", folder) for g in spec.get("configMapGenerator", [])}
     secrets = {g["name"]: _generated(g, "Secret", folder) for g in spec.get("secretGenerator", [])}
     renamed_cm = {name: o["metadata"]["name"] for name, o in configmaps.items()}

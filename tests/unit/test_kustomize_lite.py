@@ -111,19 +111,34 @@ def test_a_reference_to_a_generated_object_follows_its_hashed_name(tmp_path: Pat
     assert objects[("Deployment", "d")]["spec"]["template"]["metadata"]["labels"] == {"a": "b"}
 
 
+def test_a_folder_resource_gets_its_own_labels_then_the_parents(tmp_path: Path) -> None:
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n", encoding="utf-8")
+    (sub / "kustomization.yaml").write_text(
+        yaml.safe_dump({"resources": ["cm.yaml"], "labels": [{"pairs": {"inner": "1"}}]}), encoding="utf-8"
+    )
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump({"resources": ["sub"], "labels": [{"pairs": {"outer": "2"}}]}), encoding="utf-8"
+    )
+    (configmap,) = render(tmp_path)
+    assert configmap["metadata"]["labels"] == {"inner": "1", "outer": "2"}
+
+
 @pytest.mark.parametrize(
     ("kustomization", "message"),
     [
         ({"patches": [{"path": "p.yaml"}]}, "patches"),
         ({"labels": [{"pairs": {"a": "b"}, "includeSelectors": True}]}, "labels"),
         ({"resources": ["../outside.yaml"]}, "outside"),
+        ({"resources": ["empty"]}, "no such file or folder"),
         ({"configMapGenerator": [{"name": "c", "behavior": "merge"}]}, "behavior"),
         ({"secretGenerator": [{"name": "s", "envs": ["missing.env"]}]}, "no such file"),
     ],
 )
 def test_what_the_renderer_does_not_do_is_refused(tmp_path: Path, kustomization: Obj, message: str) -> None:
     folder = tmp_path / "k"
-    folder.mkdir()
+    (folder / "empty").mkdir(parents=True)
     (tmp_path / "outside.yaml").write_text("kind: ConfigMap\n", encoding="utf-8")
     (folder / "kustomization.yaml").write_text(yaml.safe_dump(kustomization), encoding="utf-8")
     with pytest.raises(Unsupported, match=message):

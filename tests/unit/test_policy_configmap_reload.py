@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from deployments.profile import PROFILES_DIR, RoutingSpec
 from gateway.policy_watch import PolicyWatcher
-from gateway.settings import SETTINGS_ENV, GatewaySettings
+from gateway.settings import GatewaySettings
 
 
 def _profile_text(thresholds: list[float]) -> str:
@@ -66,7 +66,8 @@ def test_serve_watches_the_mounted_path_not_the_revision_it_points_to(
     from gateway.cli import app
 
     _publish(tmp_path, "2026_11_28_10_00_00.1", _profile_text([0.2, 0.6]))
-    monkeypatch.setenv(SETTINGS_ENV, "")  # restored after the test; serve writes its settings here
+    # serve hands its settings (and anything else) to workers through the environment: give it a copy.
+    monkeypatch.setattr(os, "environ", dict(os.environ))
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)  # the server itself is not under test
     result = CliRunner().invoke(app, ["serve", "--profile", str(tmp_path / "profile.yaml")])
     assert result.exit_code == 0, result.output
