@@ -41,7 +41,7 @@ from deployments.processes import (
     port_in_use,
     stop_processes,
 )
-from deployments.profile import Profile, ProfileError, load_profile
+from deployments.profile import Profile, ProfileError, dump_with_secrets, load_profile
 from router.errors import LaunchError as LaunchError  # re-exported: callers know it as the launcher's error
 
 SERVE_APP_NAME = "tiergate"
@@ -100,21 +100,19 @@ def effective_profile(profile: Profile, opts: LaunchOptions) -> Profile:
 
 def profile_yaml(profile: Profile) -> str:
     """The profile as YAML the gateway can load (secrets written out: the file is 0600)."""
-    data = profile.model_dump(mode="json", exclude_none=True)
-    data["gateway"]["api_keys"] = [k.get_secret_value() for k in profile.gateway.api_keys]
-    return yaml.safe_dump(data, sort_keys=False)
+    return yaml.safe_dump(dump_with_secrets(profile, exclude_none=True), sort_keys=False)
 
 
 def access_line(profile: Profile) -> str:
     """What a caller needs to know about reaching the gateway (said at start)."""
     host, port = profile.gateway.host, profile.gateway.port
-    keys = "needs an API key (Authorization: Bearer ...)" if profile.gateway.api_keys else "needs no API key"
+    keys = "needs an API key (Authorization: Bearer ...)" if profile.gateway.has_keys else "needs no API key"
     where = "on loopback only" if host in LOOPBACK_HOSTS else f"on {host} (reachable from other machines)"
     return f"the gateway listens {where} at http://{host}:{port} and {keys}"
 
 
 def curl_example(profile: Profile) -> str:
-    auth = ' -H "Authorization: Bearer $TIERGATE_API_KEY"' if profile.gateway.api_keys else ""
+    auth = ' -H "Authorization: Bearer $TIERGATE_API_KEY"' if profile.gateway.has_keys else ""
     host = "127.0.0.1" if profile.gateway.host in {"0.0.0.0", "::"} else profile.gateway.host
     body = '{"model":"auto","messages":[{"role":"user","content":"What is the capital of France?"}]}'
     return (

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from deployments.keys import MIN_ADMIN_KEY_CHARS, digest_of, id_of_digest, key_rule_violation
 from router.errors import ConfigError
 
 # The latency classes are the policy's; re-exported by name for modules that read the schema.
@@ -251,17 +252,82 @@ class RoutingSpec(_Strict):
         return [round((i + 1) / n_tiers, 4) for i in range(n_tiers - 1)]
 
 
+def _api_key(value: SecretStr) -> SecretStr:
+    reason = key_rule_violation(value.get_secret_value())
+    if reason is not None:
+        raise ValueError(reason)
+    return value
+
+
+def _admin_key(value: SecretStr) -> SecretStr:
+    reason = key_rule_violation(value.get_secret_value(), min_chars=MIN_ADMIN_KEY_CHARS)
+    if reason is not None:
+        raise ValueError(reason)
+    return value
+
+
+# A key in clear or its hash, `sha256:<64 hex digits>` (deployments.keys); checked where it is read.
+ApiKey = Annotated[SecretStr, AfterValidator(_api_key)]
+AdminKey = Annotated[SecretStr, AfterValidator(_admin_key)]
+
+
+class KeyLimitsSpec(_Strict):
+    """What one key may use. Enforced per gateway process: see docs/access.md for N workers."""
+
+    requests_per_minute: int | None = Field(
+        default=None, ge=1, description="Chat requests a minute (token bucket refilled continuously); None: no limit."
+    )
+    tokens_per_minute: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Prompt + completion tokens a minute, charged when a request ends; a request is admitted while the"
+            " key's bucket is not empty. None: no limit."
+        ),
+    )
+    budget_usd: float | None = Field(
+        default=None, gt=0.0, description="USD the key may spend per budget_period_s (cost model); None: no budget."
+    )
+
+
+class KeySpec(KeyLimitsSpec):
+    """One API key with its own limits; limits left out fall back to gateway.key_limits."""
+
+    key: ApiKey = Field(description="The key in clear or its hash 'sha256:<64 hex digits>' (`tiergate key hash`).")
+    team: str | None = Field(
+        default=None, description="A team under gateway.teams whose budget this key also draws on."
+    )
+
+
+class TeamSpec(_Strict):
+    budget_usd: float = Field(gt=0.0, description="USD the team's keys may spend together per budget_period_s.")
+
+
 class GatewaySpec(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    api_keys: list[SecretStr] = Field(
-        default_factory=list, description="Bearer keys; empty means no auth (loopback only)."
+    api_keys: list[ApiKey] = Field(
+        default_factory=list,
+        description=(
+            "Bearer keys in clear or as 'sha256:<hex>' hashes, under gateway.key_limits; or TIERGATE_API_KEYS."
+            " With no key here nor in `keys`, there is no auth (loopback only)."
+        ),
     )
-    admin_key: SecretStr | None = Field(
+    keys: list[KeySpec] = Field(default_factory=list, description="Bearer keys with their own limits and team.")
+    teams: dict[str, TeamSpec] = Field(default_factory=dict, description="Team budgets, by team name.")
+    key_limits: KeyLimitsSpec = Field(
+        default_factory=KeyLimitsSpec, description="Limits of every key that does not set its own."
+    )
+    budget_period_s: int = Field(
+        default=86400,
+        ge=60,
+        description="Length of a budget window in seconds, windows aligned to the Unix epoch (86400: UTC days).",
+    )
+    admin_key: AdminKey | None = Field(
         default=None,
         description=(
             "Bearer key for /admin/* (route preview, policy read and change), or TIERGATE_ADMIN_KEY; at least"
-            " 16 characters. None: the admin routes are refused."
+            " 16 characters, or its 'sha256:<hex>' hash. None: the admin routes are refused."
         ),
     )
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
@@ -275,18 +341,43 @@ class GatewaySpec(_Strict):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True
+    drain_period_s: float = Field(
+        default=10.0,
+        ge=0.0,
+        le=3600.0,
+        description=(
+            "On SIGTERM/SIGINT `tiergate serve` keeps serving this long with /readyz at 503 ('draining'), then stops"
+            " and aborts what is left; it stops sooner once nothing is in flight, unless drain_wait_full_period."
+        ),
+    )
+    drain_wait_full_period: bool = Field(
+        default=False,
+        description="Hold the whole drain period even when idle (behind a load balancer that needs time to notice).",
+    )
+
+    @property
+    def has_keys(self) -> bool:
+        """Whether any API key is configured, i.e. whether the API needs one."""
+        return bool(self.api_keys or self.keys)
 
     @model_validator(mode="after")
-    def _keys_not_blank(self) -> GatewaySpec:
-        for key in self.api_keys:
-            if len(key.get_secret_value()) < 8:
-                raise ValueError("api_keys entries must be at least 8 characters")
-        if self.admin_key is not None:
-            admin = self.admin_key.get_secret_value()
-            if len(admin) < 16:
-                raise ValueError("admin_key must be at least 16 characters")
-            if any(admin == k.get_secret_value() for k in self.api_keys):
-                raise ValueError("admin_key must differ from every API key")
+    def _keys_consistent(self) -> GatewaySpec:
+        seen: dict[bytes, str] = {}
+        stored = [(f"api_keys.{i}", k) for i, k in enumerate(self.api_keys)]
+        stored += [(f"keys.{i}.key", k.key) for i, k in enumerate(self.keys)]
+        for where, key in stored:
+            digest = digest_of(key.get_secret_value())
+            # Two keys sharing an id would share a rate limit and a metric label.
+            clash = next((w for d, w in seen.items() if id_of_digest(d) == id_of_digest(digest)), None)
+            if clash is not None:
+                raise ValueError(f"{where} is the same key as {clash} (or shares its id); give each key once")
+            seen[digest] = where
+        if self.admin_key is not None and digest_of(self.admin_key.get_secret_value()) in seen:
+            raise ValueError("admin_key must differ from every API key")
+        for i, spec in enumerate(self.keys):
+            if spec.team is not None and spec.team not in self.teams:
+                known = ", ".join(sorted(self.teams)) or "none"
+                raise ValueError(f"keys.{i}.team names unknown team {spec.team!r} (gateway.teams: {known})")
         return self
 
 
@@ -375,12 +466,26 @@ class ProfileError(ConfigError):
     """A profile that cannot be read or does not validate; the message names the field."""
 
 
-def _format_validation(err: ValidationError) -> str:
-    lines = []
+def _error_lines(err: ValidationError) -> list[tuple[str, str]]:
+    """(dotted path, message) per error; pydantic's 'Value error, ' prefix dropped."""
+    out = []
     for item in err.errors():
         path = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        lines.append(f"  {path}: {item['msg']}")
-    return "\n".join(lines)
+        out.append((path, item["msg"].removeprefix("Value error, ")))
+    return out
+
+
+def _format_validation(err: ValidationError) -> str:
+    return "\n".join(f"  {path}: {msg}" for path, msg in _error_lines(err))
+
+
+def _invalid(source: str, err: ValidationError) -> str:
+    """One line for one error (what a start-up failure should print), a list for several."""
+    lines = _error_lines(err)
+    if len(lines) == 1:
+        path, msg = lines[0]
+        return f"{source}: {path}: {msg}"
+    return f"{source} is not a valid profile:\n{_format_validation(err)}"
 
 
 def resolve_profile_path(name_or_path: str) -> Path:
@@ -401,7 +506,7 @@ def parse_profile(data: Any, source: str = "<profile>") -> Profile:
     try:
         return Profile.model_validate(data)
     except ValidationError as err:
-        raise ProfileError(f"{source} is not a valid profile:\n{_format_validation(err)}") from None
+        raise ProfileError(_invalid(source, err)) from None
 
 
 def load_profile(name_or_path: str, *, apply_env: bool = True) -> Profile:
@@ -416,7 +521,8 @@ def load_profile(name_or_path: str, *, apply_env: bool = True) -> Profile:
 
 
 def with_env_overrides(profile: Profile, environ: Mapping[str, str] | None = None) -> Profile:
-    """TIERGATE_API_KEYS (comma-separated) and TIERGATE_ADMIN_KEY replace the profile's keys when set."""
+    """TIERGATE_API_KEYS (comma-separated) replaces gateway.api_keys and TIERGATE_ADMIN_KEY gateway.admin_key
+    when set. A bad value is a ProfileError of one line naming the variable and the rule (never the key)."""
     env = os.environ if environ is None else environ
     profile = _with_serve_url(profile, env.get("TIERGATE_SERVE_URL"))
     raw, admin = env.get("TIERGATE_API_KEYS"), env.get("TIERGATE_ADMIN_KEY")
@@ -424,14 +530,42 @@ def with_env_overrides(profile: Profile, environ: Mapping[str, str] | None = Non
         return profile
     gateway_data = profile.gateway.model_dump()
     if raw is not None:
-        gateway_data["api_keys"] = [k.strip() for k in raw.split(",") if k.strip()]
+        entries = [k.strip() for k in raw.split(",")]
+        if not any(entries):
+            # Set but empty would silently open every route: refuse, and say how to mean it.
+            raise ProfileError("TIERGATE_API_KEYS is set but holds no key; unset it to serve without keys")
+        for i, entry in enumerate(entries, start=1):
+            reason = key_rule_violation(entry) if entry else None
+            if reason is not None:
+                raise ProfileError(f"TIERGATE_API_KEYS: entry {i}: {reason}")
+        gateway_data["api_keys"] = [e for e in entries if e]
     if admin is not None:
-        gateway_data["admin_key"] = admin
+        reason = key_rule_violation(admin.strip(), min_chars=MIN_ADMIN_KEY_CHARS)
+        if reason is not None:
+            raise ProfileError(f"TIERGATE_ADMIN_KEY: {reason.replace('a key', 'the admin key', 1)}")
+        gateway_data["admin_key"] = admin.strip()
     try:
         gateway = GatewaySpec.model_validate(gateway_data)
     except ValidationError as err:
-        raise ProfileError(f"TIERGATE_API_KEYS / TIERGATE_ADMIN_KEY not valid:\n{_format_validation(err)}") from None
+        variable = "TIERGATE_ADMIN_KEY" if admin is not None else "TIERGATE_API_KEYS"
+        raise ProfileError(f"{variable}: {_error_lines(err)[0][1]}") from None
     return profile.model_copy(update={"gateway": gateway})
+
+
+def dump_with_secrets(profile: Profile, *, exclude_none: bool = False) -> dict[str, Any]:
+    """The profile as JSON-ready data with its keys written out (a plain dump masks them).
+
+    For the one channel that hands the profile to a gateway process (gateway.settings) and the
+    profile file `tiergate up` writes for its gateway (mode 0600).
+    """
+    data = profile.model_dump(mode="json", exclude_none=exclude_none)
+    gw, out = profile.gateway, data["gateway"]
+    out["api_keys"] = [k.get_secret_value() for k in gw.api_keys]
+    for spec, entry in zip(gw.keys, out["keys"], strict=True):
+        entry["key"] = spec.key.get_secret_value()
+    if gw.admin_key is not None:
+        out["admin_key"] = gw.admin_key.get_secret_value()
+    return data
 
 
 def _with_serve_url(profile: Profile, serve_url: str | None) -> Profile:

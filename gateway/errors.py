@@ -13,6 +13,7 @@ root and its config / launch branches):
             ├── NotFound                404  invalid_request_error   (unknown model or route)
             ├── MethodNotAllowed        405  invalid_request_error
             ├── PayloadTooLarge         413  invalid_request_error
+            ├── RateLimited             429  requests | tokens | insufficient_quota (Retry-After)
             ├── UpstreamRejected        4xx  passed through from the tier: the caller's fault, not the tier's
             ├── UpstreamFailed          502  upstream_error          (connect error, 5xx, bad body)
             ├── Overloaded              503  overloaded_error        (Retry-After)
@@ -28,6 +29,7 @@ Messages are bounded and never contain server paths, keys or prompt text.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import orjson
@@ -105,6 +107,22 @@ class _RetryLater(HTTPError):
 
     def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
         super().__init__(message, headers={"retry-after": str(max(retry_after_s, 1))})
+
+
+class RateLimited(_RetryLater):
+    """A key over its rate limit or spend budget, in OpenAI's own terms: type 'requests' or 'tokens' with
+    code 'rate_limit_exceeded', or type and code 'insufficient_quota' for spend."""
+
+    status_code = 429
+    error_type = "requests"
+    default_code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, limit: str, retry_after_s: float) -> None:
+        super().__init__(message, retry_after_s=math.ceil(retry_after_s))
+        if limit == "spend":
+            self.error_type = self.code = "insufficient_quota"
+        else:
+            self.error_type = limit
 
 
 class UpstreamRejected(HTTPError):

@@ -2,8 +2,9 @@
 
 1. RequestContextMiddleware: request id, start time, the x-tiergate-* headers on every response,
    request metrics and the one structured access-log line.
-2. AuthMiddleware: bearer keys, constant-time comparison; only OPEN_PATHS pass without one.
-3. BodyLimitMiddleware: a declared Content-Length over the limit is a 413 before any byte is read
+2. AuthMiddleware: bearer keys, constant-time comparison of digests; only OPEN_PATHS pass without one.
+3. QuotaMiddleware (gateway/access.py): per-key rate limits and spend budgets on the chat path.
+4. BodyLimitMiddleware: a declared Content-Length over the limit is a 413 before any byte is read
    (chunked bodies are counted while reading, in the service).
 
 Pure ASGI rather than BaseHTTPMiddleware: the latter adds a task and a memory stream per request,
@@ -22,6 +23,7 @@ from collections.abc import Callable
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from deployments.keys import key_id as key_id  # re-exported: logs and metrics name keys by this id
 from gateway.context import SCOPE_KEY, RequestContext, context_of
 from gateway.errors import AuthenticationFailed, PayloadTooLarge, render
 from gateway.metrics import GatewayMetrics
@@ -123,23 +125,26 @@ def _access_line(scope: Scope, ctx: RequestContext, status: int, total_s: float)
     ).decode()
 
 
-def key_id(key: str) -> str:
-    """A stable, non-reversible id for logs: the first 8 hex digits of the key's SHA-256."""
-    return hashlib.sha256(key.encode()).hexdigest()[:8]
-
-
 class AuthMiddleware:
-    """API keys for the API; the admin key, and only it, for ADMIN_PREFIX (refused when none is set)."""
+    """API keys for the API; the admin key, and only it, for ADMIN_PREFIX (refused when none is set).
 
-    def __init__(self, app: ASGIApp, *, api_keys: list[str], admin_key: str | None = None) -> None:
+    Keys are held as SHA-256 digests (`keys`: digest and key id; gateway.access.stored_keys): the
+    presented key is hashed once and compared with every digest, so a profile may store hashes only.
+    """
+
+    def __init__(self, app: ASGIApp, *, keys: list[tuple[bytes, str]], admin_digest: bytes | None = None) -> None:
         self.app = app
-        self._keys = [(k.encode(), key_id(k)) for k in api_keys]
-        self._admin = admin_key.encode() if admin_key else None
+        self._keys = keys
+        self._admin = admin_digest
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(ADMIN_PREFIX):
             presented = _bearer(_header(scope, b"authorization"))
-            if self._admin is None or presented is None or not hmac.compare_digest(presented, self._admin):
+            if (
+                self._admin is None
+                or presented is None
+                or not hmac.compare_digest(hashlib.sha256(presented).digest(), self._admin)
+            ):
                 message = "Admin routes need the admin key." if self._admin else "Admin routes are off: no admin_key."
                 await render(AuthenticationFailed(message))(scope, receive, send)
                 return
@@ -152,9 +157,10 @@ class AuthMiddleware:
         presented = _bearer(_header(scope, b"authorization"))
         matched: str | None = None
         if presented is not None:
+            digest = hashlib.sha256(presented).digest()
             # Compare against every key without stopping early, so timing reveals nothing.
-            for key, kid in self._keys:
-                if hmac.compare_digest(presented, key):
+            for stored, kid in self._keys:
+                if hmac.compare_digest(digest, stored):
                     matched = kid
         if matched is None:
             await render(AuthenticationFailed())(scope, receive, send)

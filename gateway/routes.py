@@ -22,6 +22,7 @@ from gateway.errors import (
     NotFound,
     Overloaded,
     PayloadTooLarge,
+    RateLimited,
     UpstreamFailed,
     UpstreamTimeout,
     render,
@@ -62,6 +63,7 @@ class ChatEndpoint:
         PayloadTooLarge,
         InternalError,
         UpstreamFailed,
+        RateLimited,
         Overloaded,
         UpstreamTimeout,
     )
@@ -156,6 +158,9 @@ async def healthz() -> Response:
 @router.get("/readyz")
 async def readyz(request: Request) -> Response:
     ready, body = _state(request).readiness()
+    if request.app.state.drain.draining:
+        # Shutting down: take this process out of the balancer first (gateway.drain).
+        ready, body = False, {**body, "status": "draining"}
     return _json(body, 200 if ready else 503)
 
 

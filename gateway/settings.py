@@ -18,7 +18,7 @@ from typing import Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from deployments.profile import Profile
+from deployments.profile import Profile, dump_with_secrets
 from router.errors import ConfigError
 
 SETTINGS_ENV = "TIERGATE_SETTINGS"
@@ -41,15 +41,19 @@ class GatewaySettings(BaseModel):
         default=None,
         description="File where PUT /admin/policy leaves the new routing section for the sibling workers.",
     )
+    workers: int = Field(
+        default=1, ge=1, description="Gateway processes serving together: each enforces 1/workers of every key limit."
+    )
+    handle_signals: bool = Field(
+        default=False,
+        description="Take SIGTERM/SIGINT ahead of uvicorn to drain first (gateway.drain); `tiergate serve` sets it.",
+    )
 
     def to_env(self) -> dict[str, str]:
         """The environment entry that hands these settings to a worker process."""
         data = self.model_dump(mode="json")
         # JSON mode masks secrets; the worker needs the real keys.
-        gw = self.profile.gateway
-        data["profile"]["gateway"]["api_keys"] = [k.get_secret_value() for k in gw.api_keys]
-        if gw.admin_key is not None:
-            data["profile"]["gateway"]["admin_key"] = gw.admin_key.get_secret_value()
+        data["profile"] = dump_with_secrets(self.profile)
         return {SETTINGS_ENV: orjson.dumps(data).decode()}
 
     @classmethod

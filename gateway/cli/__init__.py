@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from gateway.cli import fake, model_cmd, plan, profile_cmd, replay_cmd, router_cmd, serve, up
+from gateway.cli import fake, key_cmd, model_cmd, plan, profile_cmd, replay_cmd, router_cmd, serve, up
 
 app = typer.Typer(
     name="tiergate",
@@ -38,7 +38,7 @@ def _root(
     """tiergate: one OpenAI-compatible endpoint over a ladder of model tiers."""
 
 
-for _module in (serve, fake, profile_cmd, plan, router_cmd, model_cmd, up, replay_cmd):
+for _module in (serve, fake, profile_cmd, plan, router_cmd, model_cmd, up, replay_cmd, key_cmd):
     _module.register(app)
 
 

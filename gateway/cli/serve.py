@@ -1,4 +1,9 @@
-"""`tiergate serve`: run the gateway with uvicorn (uvloop + httptools)."""
+"""`tiergate serve`: run the gateway with uvicorn (uvloop + httptools).
+
+Every input is checked here, before uvicorn starts, so a bad setting is one `error:` line and a
+non-zero exit rather than a traceback from a worker. On SIGTERM or Ctrl-C the gateway drains first
+(gateway.drain); what is still in flight when the drain ends is aborted after ABORT_AFTER_S.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,10 @@ from pathlib import Path
 import typer
 
 from gateway.cli.common import errors_exit, parse_upstream, resolve_profile
+
+# uvicorn's graceful timeout once the drain is over: the drain was the grace; this only lets the
+# last responses' bytes leave before what remains is cancelled.
+ABORT_AFTER_S = 1
 
 
 def register(app: typer.Typer) -> None:
@@ -44,6 +53,7 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from deployments.profile import resolve_profile_path
+        from gateway.access import check_worker_shares
         from gateway.settings import GatewaySettings
 
         with errors_exit():
@@ -51,6 +61,7 @@ def register(app: typer.Typer) -> None:
             # Absolute but with symlinks kept: a ConfigMap mount swaps a symlink on update, and the
             # resolved target (a dated folder) disappears with the next one.
             profile_file = str(resolve_profile_path(profile).absolute()) if profile else None
+            check_worker_shares(resolved.gateway, workers)
         gw = resolved.gateway
         level = log_level or gw.log_level
         # Where PUT /admin/policy leaves a new routing section for this serve's other workers.
@@ -63,6 +74,8 @@ def register(app: typer.Typer) -> None:
                 "log_level": level.lower(),
                 "profile_path": profile_file,
                 "policy_override_path": str(override),
+                "workers": workers,
+                "handle_signals": True,
             }
         )
         os.environ.update(settings.to_env())
@@ -78,5 +91,5 @@ def register(app: typer.Typer) -> None:
             http="httptools",
             access_log=False,
             log_level=level,
-            timeout_graceful_shutdown=15,
+            timeout_graceful_shutdown=ABORT_AFTER_S,
         )

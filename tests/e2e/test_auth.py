@@ -9,7 +9,7 @@ from starlette.routing import Route
 
 from deployments.profile import load_profile
 from gateway.app import create_app
-from gateway.middleware import OPEN_PATHS
+from gateway.middleware import ADMIN_PREFIX, OPEN_PATHS
 from gateway.settings import GatewaySettings
 from tests.e2e.conftest import API_KEY, Stack
 
@@ -43,6 +43,14 @@ def test_every_route_but_the_open_list_needs_a_key(keyed: Stack, method: str, pa
         assert resp.status_code == 401
         assert resp.headers["www-authenticate"].startswith("Bearer")
         assert resp.json()["error"]["code"] == "invalid_api_key"
+
+
+@pytest.mark.parametrize(("method", "path"), [(m, p) for m, p in ROUTES if p.startswith(ADMIN_PREFIX)])
+def test_admin_routes_refuse_a_valid_api_key(keyed: Stack, method: str, path: str) -> None:
+    root = keyed.base_url.removesuffix("/v1")
+    resp = httpx.request(method, root + path, json={}, headers={"authorization": f"Bearer {API_KEY}"})
+    assert resp.status_code == 401
+    assert resp.headers["www-authenticate"].startswith("Bearer")
 
 
 def test_unknown_routes_need_a_key_too(keyed: Stack) -> None:

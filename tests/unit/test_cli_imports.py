@@ -33,8 +33,13 @@ def _top_level_modules_after(args: list[str]) -> set[str]:
 
 @pytest.mark.parametrize(
     "args",
-    [["--version"], ["--help"], ["plan", "--model", "llama-2-7b", "--gpu", "a10", "--json"]],
-    ids=["version", "help", "plan"],
+    [
+        ["--version"],
+        ["--help"],
+        ["plan", "--model", "llama-2-7b", "--gpu", "a10", "--json"],
+        ["key", "hash", "sk-some-key-0123"],
+    ],
+    ids=["version", "help", "plan", "key-hash"],
 )
 def test_front_door_commands_import_no_heavy_dependency(args: list[str]) -> None:
     loaded = _top_level_modules_after(args)
