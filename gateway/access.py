@@ -171,9 +171,9 @@ class QuotaMiddleware:
         refusal = quota.admit(self.clock(), self.wall())
         if refusal is not None:
             self.metrics.rejections.labels(ctx.key_id, refusal.limit).inc()
-            await render(RateLimited(refusal.message, limit=refusal.limit, retry_after_s=refusal.retry_after_s))(
-                scope, receive, send
-            )
+            err = RateLimited(refusal.message, limit=refusal.limit, retry_after_s=refusal.retry_after_s)
+            ctx.failed(err)  # the access-log line says why
+            await render(err)(scope, receive, send)
             return
         try:
             await self.app(scope, receive, send)
