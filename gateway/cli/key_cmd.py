@@ -15,14 +15,19 @@ def register(app: typer.Typer) -> None:
     @group.command("hash")
     def hash_cmd(
         key: str | None = typer.Argument(
-            None, help="The key; left out, read from the first line of stdin (keeps it out of shell history)."
+            None, help="The key; left out, asked for (or read from stdin), which keeps it out of shell history."
         ),
         admin: bool = typer.Option(False, "--admin", help="Check the admin key's rule (at least 16 characters)."),
     ) -> None:
         """Print `sha256:<hex>` for KEY, to put in gateway.api_keys, gateway.keys[].key or TIERGATE_API_KEYS."""
         from deployments.keys import MIN_ADMIN_KEY_CHARS, MIN_KEY_CHARS, hash_key, is_hashed, key_rule_violation
 
-        given = key if key is not None else sys.stdin.readline().strip()
+        if key is not None:
+            given = key
+        elif sys.stdin.isatty():
+            given = typer.prompt("Key", hide_input=True, err=True).strip()
+        else:
+            given = sys.stdin.readline().strip()
         if is_hashed(given):
             fail("that is already a hash; give the key itself")
         reason = key_rule_violation(given, min_chars=MIN_ADMIN_KEY_CHARS if admin else MIN_KEY_CHARS)

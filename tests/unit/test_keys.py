@@ -95,3 +95,26 @@ def test_every_secret_reaches_a_worker_and_none_shows_in_a_plain_dump() -> None:
     assert revealed["gateway"]["keys"][0]["key"] == KEY
     settings = GatewaySettings(profile=keyed, workers=2)
     assert GatewaySettings.from_env(settings.to_env()) == settings
+
+
+def test_the_key_command_prints_a_hash_the_gateway_accepts_and_refuses_bad_keys() -> None:
+    from typer.testing import CliRunner
+
+    from gateway.cli import app
+
+    runner = CliRunner()
+    from_arg = runner.invoke(app, ["key", "hash", KEY])
+    from_stdin = runner.invoke(app, ["key", "hash"], input=KEY + "\n")
+    assert from_arg.exit_code == from_stdin.exit_code == 0
+    assert from_arg.stdout.strip() == from_stdin.stdout.strip() == hash_key(KEY)
+    assert key_rule_violation(from_arg.stdout.strip()) is None
+    for args, message in [
+        (["key", "hash", "tiny"], "at least 8 characters"),
+        (["key", "hash", "--admin", "only-12-char"], "at least 16 characters"),
+        (["key", "hash", hash_key(KEY)], "already a hash"),
+    ]:
+        refused = runner.invoke(app, args)
+        assert refused.exit_code == 2 and message in refused.output
+    made = runner.invoke(app, ["key", "new"]).stdout.splitlines()
+    key, hashed = made[0].split()[1], made[1].split()[1]
+    assert hashed == hash_key(key) and key_rule_violation(key) is None
