@@ -107,10 +107,11 @@ def write_profile(path: Path, base: str, **overrides: Any) -> dict[str, Any]:
 
 
 @contextmanager
-def gateway_process(profile_path: Path, env: dict[str, str] | None = None) -> Iterator[tuple[str, Proc]]:
-    """A gateway process serving the profile on a free port; yields its base URL (…/v1) and the process."""
+def gateway_process(profile_path: Path, env: dict[str, str] | None = None, *args: str) -> Iterator[tuple[str, Proc]]:
+    """A gateway process serving the profile on a free port, `args` added to `tiergate serve`; yields its
+    base URL (…/v1) and the process."""
     port = free_port()
-    cmd = tiergate_cmd("serve", "--profile", str(profile_path), "--port", str(port), "--log-level", "warning")
+    cmd = tiergate_cmd("serve", "--profile", str(profile_path), "--port", str(port), "--log-level", "warning", *args)
     with running(cmd, f"http://127.0.0.1:{port}/healthz", env=env) as proc:
         yield f"http://127.0.0.1:{port}/v1", proc
 

@@ -145,3 +145,19 @@ def test_a_hashed_admin_key_opens_admin_routes_and_an_api_key_does_not(access: S
     refused = httpx.get(root + "/admin/policy", headers={"authorization": f"Bearer {HASHED}"})
     assert refused.status_code == 401
     assert refused.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_n_workers_together_never_let_a_key_past_its_limit(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Each of two workers enforces half of 4 requests a minute: of 12 requests at most 4 are answered."""
+    with fake_upstream() as fake:
+        path = tmp_path_factory.mktemp("workers") / "profile.yaml"
+        endpoints = {"small": fake, "medium": fake, "large": fake}
+        write_profile(
+            path, "test-fake", endpoints=endpoints, gateway={"keys": [{"key": RPM, "requests_per_minute": 4}]}
+        )
+        with gateway_process(path, None, "--workers", "2") as (base, _):
+            stack = Stack(base, {"small": fake})
+            # A new connection each time, so the requests spread over both workers.
+            statuses = [_chat(stack, RPM).status_code for _ in range(12)]
+    assert set(statuses) <= {200, 429}
+    assert 1 <= statuses.count(200) <= 4, statuses

@@ -24,12 +24,12 @@ CHAT = {"model": "small", "messages": [{"role": "user", "content": "Hello"}], "m
 
 
 @contextmanager
-def _served(tmp_path: Path, ttft_ms: int, **gateway_settings: Any) -> Iterator[tuple[str, Proc]]:
+def _served(tmp_path: Path, ttft_ms: int, workers: int = 1, **gateway_settings: Any) -> Iterator[tuple[str, Proc]]:
     with fake_upstream("--ttft-ms", str(ttft_ms)) as fake:
         path = tmp_path / "profile.yaml"
         endpoints = {"small": fake, "medium": fake, "large": fake}
         write_profile(path, "test-fake", endpoints=endpoints, gateway={"request_timeout_s": 30.0, **gateway_settings})
-        with gateway_process(path) as (base, proc):
+        with gateway_process(path, None, "--workers", str(workers)) as (base, proc):
             # The tiers must be probed ready first, so a 503 below can only mean "draining".
             _wait_ready(base.removesuffix("/v1"))
             yield base.removesuffix("/v1"), proc
@@ -66,14 +66,18 @@ def _wait_exit(proc: Proc, timeout_s: float) -> float:
     return time.monotonic() - t0
 
 
-def test_sigterm_drains_in_flight_and_new_requests_then_exits_early(tmp_path: Path) -> None:
-    with _served(tmp_path, ttft_ms=1500, drain_period_s=8.0) as (root, proc):
-        first = _Call(root)
-        first.start()
-        time.sleep(0.3)  # the first request is now waiting on the slow tier
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_drains_in_flight_and_new_requests_then_exits_early(tmp_path: Path, workers: int) -> None:
+    with _served(tmp_path, ttft_ms=1500, workers=workers, drain_period_s=8.0) as (root, proc):
+        # With two workers the parent passes SIGTERM on to each; each drains its own requests.
+        calls = [_Call(root) for _ in range(2 * workers)]
+        for call in calls:
+            call.start()
+        time.sleep(0.3)  # the requests are now waiting on the slow tier
         signalled = time.monotonic()
         proc.popen.send_signal(signal.SIGTERM)
-        time.sleep(0.2)
+        # uvicorn's --workers supervisor looks at its signals every 0.5 s before passing them on.
+        time.sleep(0.2 if workers == 1 else 1.0)
         ready = httpx.get(root + "/readyz")
         assert ready.status_code == 503
         assert ready.json()["status"] == "draining"
@@ -81,8 +85,9 @@ def test_sigterm_drains_in_flight_and_new_requests_then_exits_early(tmp_path: Pa
         # A request arriving during the drain is still served.
         late = httpx.post(root + "/v1/chat/completions", json=CHAT, timeout=30.0)
         assert late.status_code == 200, late.text
-        first.join(timeout=10.0)
-        assert first.status == 200
+        for call in calls:
+            call.join(timeout=10.0)
+        assert [c.status for c in calls] == [200] * len(calls)
         # Nothing left in flight: it stops well before the 8 s period.
         _wait_exit(proc, timeout_s=8.0)
         assert time.monotonic() - signalled < 6.0
