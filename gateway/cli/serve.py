@@ -35,6 +35,12 @@ def register(app: typer.Typer) -> None:
         port: int | None = typer.Option(None, help="Listen port (default: the profile's, else 8000)."),
         workers: int = typer.Option(1, min=1, help="Worker processes."),
         log_level: str | None = typer.Option(None, help="debug, info, warning or error (default: the profile's)."),
+        drain_wait_full_period: bool = typer.Option(
+            False,
+            "--drain-wait-full-period",
+            help="On SIGTERM hold the whole drain period even when idle (behind a Kubernetes Service);"
+            " sets gateway.drain_wait_full_period.",
+        ),
     ) -> None:
         """Serve the OpenAI-compatible gateway.
 
@@ -62,6 +68,9 @@ def register(app: typer.Typer) -> None:
             # resolved target (a dated folder) disappears with the next one.
             profile_file = str(resolve_profile_path(profile).absolute()) if profile else None
             check_worker_shares(resolved.gateway, workers)
+        if drain_wait_full_period:
+            held = resolved.gateway.model_copy(update={"drain_wait_full_period": True})
+            resolved = resolved.model_copy(update={"gateway": held})
         gw = resolved.gateway
         level = log_level or gw.log_level
         # Where PUT /admin/policy leaves a new routing section for this serve's other workers.

@@ -24,12 +24,12 @@ CHAT = {"model": "small", "messages": [{"role": "user", "content": "Hello"}], "m
 
 
 @contextmanager
-def _served(tmp_path: Path, ttft_ms: int, workers: int = 1, **gateway_settings: Any) -> Iterator[tuple[str, Proc]]:
+def _served(tmp_path: Path, ttft_ms: int, *serve_args: str, **gateway_settings: Any) -> Iterator[tuple[str, Proc]]:
     with fake_upstream("--ttft-ms", str(ttft_ms)) as fake:
         path = tmp_path / "profile.yaml"
         endpoints = {"small": fake, "medium": fake, "large": fake}
         write_profile(path, "test-fake", endpoints=endpoints, gateway={"request_timeout_s": 30.0, **gateway_settings})
-        with gateway_process(path, None, "--workers", str(workers)) as (base, proc):
+        with gateway_process(path, None, *serve_args) as (base, proc):
             # The tiers must be probed ready first, so a 503 below can only mean "draining".
             _wait_ready(base.removesuffix("/v1"))
             yield base.removesuffix("/v1"), proc
@@ -68,7 +68,7 @@ def _wait_exit(proc: Proc, timeout_s: float) -> float:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_drains_in_flight_and_new_requests_then_exits_early(tmp_path: Path, workers: int) -> None:
-    with _served(tmp_path, ttft_ms=1500, workers=workers, drain_period_s=8.0) as (root, proc):
+    with _served(tmp_path, 1500, "--workers", str(workers), drain_period_s=8.0) as (root, proc):
         # With two workers the parent passes SIGTERM on to each; each drains its own requests.
         calls = [_Call(root) for _ in range(2 * workers)]
         for call in calls:
@@ -94,15 +94,16 @@ def test_sigterm_drains_in_flight_and_new_requests_then_exits_early(tmp_path: Pa
 
 
 def test_a_held_drain_keeps_listening_for_the_whole_period_then_aborts_what_is_left(tmp_path: Path) -> None:
-    with _served(tmp_path, ttft_ms=20000, drain_period_s=2.0, drain_wait_full_period=True) as (root, proc):
-        stuck = _Call(root)
-        stuck.start()
-        time.sleep(0.3)
+    # The flag k8s/gateway.yaml passes; the profile field gateway.drain_wait_full_period does the same.
+    with _served(tmp_path, 20000, "--drain-wait-full-period", drain_period_s=2.0) as (root, proc):
         signalled = time.monotonic()
         proc.popen.send_signal(signal.SIGTERM)
-        time.sleep(1.0)
-        assert proc.popen.poll() is None  # still holding
+        time.sleep(0.5)
+        # Idle, yet still listening: the balancer may not have noticed yet.
+        assert proc.popen.poll() is None
         assert httpx.get(root + "/readyz").status_code == 503
+        stuck = _Call(root)  # arrives in the window, and outlasts it
+        stuck.start()
         _wait_exit(proc, timeout_s=6.0)
         elapsed = time.monotonic() - signalled
         assert 2.0 <= elapsed < 5.0, elapsed  # the period, then at most the abort bound and shutdown
