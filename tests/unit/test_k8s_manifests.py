@@ -20,16 +20,15 @@ import yaml
 from deployments.planning import derive_engine_limits
 from deployments.profile import load_profile, parse_profile
 from deployments.profile_export import export_profile
+from gateway.cli.serve import ABORT_AFTER_S
 from tests.unit.k8s_support import KUBERAY_CRD, TEST_KEYS, crd_schema, monitoring_crd, rendered
 from tests.unit.kustomize_lite import Obj
 
 K8S_VERSION = "1.33.0"
 MONITORING_KINDS = ("ServiceMonitor", "PodMonitor", "PrometheusRule")
-# After SIGTERM the gateway drains for drain_period_s, then uvicorn gives what is left up to 15 s
-# (gateway/cli/serve.py); the pod must not be killed before both are over.
-SHUTDOWN_AFTER_DRAIN_S = 15.0
-# The drain period's default when the profile has no such field yet (the SIGTERM drain work adds it).
-DEFAULT_DRAIN_PERIOD_S = 10.0
+# After SIGTERM the gateway drains for drain_period_s, then uvicorn aborts what is left within
+# ABORT_AFTER_S (gateway/cli/serve.py) and the app shuts down; the pod must not be killed before.
+SHUTDOWN_AFTER_DRAIN_S = ABORT_AFTER_S + 4.0
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +214,7 @@ def test_the_profile_with_the_secret_as_env_is_a_valid_gateway(objects: list[Obj
 def test_termination_grace_covers_the_drain_and_the_shutdown(objects: list[Obj]) -> None:
     data = yaml.safe_load(_one(objects, "ConfigMap", "tiergate-profile")["data"]["profile.yaml"])
     gateway = parse_profile(data).gateway
-    drain_s = float(getattr(gateway, "drain_period_s", DEFAULT_DRAIN_PERIOD_S))
+    drain_s = gateway.drain_period_s
     grace_s = _one(objects, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace_s >= drain_s + SHUTDOWN_AFTER_DRAIN_S
 
