@@ -9,6 +9,10 @@ and metrics use these prices. Sources, in order:
 3. the tier's `serving` section on a GPU (architecture, accelerator, TP);
 4. otherwise no plan: a generic prior (below) that observations correct, and a price of zero.
 
+A tier's `calibration_file` (from `tiergate plan --calibrate`) replaces the planner's default
+efficiencies and reserve terms in sources 2 and 3, so the estimator starts from the fleet's own
+measured speeds.
+
 Prices from the planner: output tokens at the engine's full-batch decode throughput (GPU-hours
 per token produced); prompt tokens at prefill throughput (one prompt saturates the GPU's compute,
 so GPU-seconds per prompt token = time to first token / prompt length).
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deployments.planning import TYPICAL_SEQUENCE_TOKENS
+from deployments.planning import TYPICAL_SEQUENCE_TOKENS, tier_calibration
 from deployments.profile import TierSpec
 from router.capacity.architectures import catalogue_architecture
 from router.capacity.calibration import Calibration
@@ -49,6 +53,7 @@ class TierEconomics:
     prompt_usd_per_million: float
     output_usd_per_million: float
     source: str  # "latency_plan", "serving", "profile-prices" or "generic"
+    calibration: str | None = None  # the name of the calibration the prior was planned with
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.prompt_usd_per_million + completion_tokens * self.output_usd_per_million) / 1e6
@@ -78,8 +83,8 @@ def planned(
 ) -> tuple[LatencyPrior, float, float]:
     """(prior, prompt USD/M, output USD/M) for `model` on `gpus` x `gpu`, from the planner.
 
-    `calibration` (from `tiergate plan --calibrate`) replaces the planner's default efficiencies
-    and reserve terms. A profile field that selects one per tier: not yet.
+    `calibration` (from `tiergate plan --calibrate`; a tier's `calibration_file`) replaces the
+    planner's default efficiencies and reserve terms.
     """
 
     def inputs(q: PlanInputs) -> PlanInputs:
@@ -141,6 +146,7 @@ def tier_economics(tier: TierSpec) -> TierEconomics:
     serving = tier.serving
     # The profile's GPU price, when given, replaces the planner catalogue's list price.
     price = tier.price_per_gpu_hour_usd or None
+    calibration = tier_calibration(tier)
     if tier.latency_plan is not None:
         model, hw, gpus = parse_latency_plan(tier.latency_plan)
         prior, prompt, output = planned(
@@ -150,6 +156,7 @@ def tier_economics(tier: TierSpec) -> TierEconomics:
             max_num_seqs=tier.engine_max_num_seqs,
             context_tokens=tier.context_length_tokens,
             price_per_gpu_hour_usd=price,
+            calibration=calibration,
         )
         source = "latency_plan"
     elif serving is not None and serving.accelerator != "cpu" and serving.architecture:
@@ -160,10 +167,11 @@ def tier_economics(tier: TierSpec) -> TierEconomics:
             max_num_seqs=serving.max_num_seqs,
             context_tokens=serving.max_model_len_tokens or tier.context_length_tokens,
             price_per_gpu_hour_usd=price,
+            calibration=calibration,
         )
         source = "serving"
     if tier.price_per_million_prompt_tokens_usd is not None:
         prompt, source = tier.price_per_million_prompt_tokens_usd, "profile-prices"
     if tier.price_per_million_output_tokens_usd is not None:
         output, source = tier.price_per_million_output_tokens_usd, "profile-prices"
-    return TierEconomics(prior, prompt, output, source)
+    return TierEconomics(prior, prompt, output, source, None if calibration is None else calibration.name)

@@ -17,6 +17,8 @@ Rules:
   gateway's admission control bounds the real in-flight token sum by the KV capacity, so this
   only caps the batch width.
 - CPU (vLLM-CPU): the KV pool is `serving.kv_cache_space_gib` (VLLM_CPU_KVCACHE_SPACE), required.
+- Calibration: the tier's `calibration_file` (a fleet's fitted reserve terms) replaces the vLLM
+  version's non-torch and communication-buffer terms when the KV pool is sized.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from router.errors import ConfigError
 if TYPE_CHECKING:
     # Annotations only: `tiergate plan` imports load_architecture without pydantic or the profile.
     from deployments.profile import ServingSpec, TierSpec
+    from router.capacity.calibration import Calibration
 
 TYPICAL_SEQUENCE_TOKENS = 4096
 
@@ -105,6 +108,30 @@ def load_architecture(name_or_path: str) -> Architecture:
     if not isinstance(data, dict):
         raise ArchitectureError(f"{path} is not a JSON object")
     return from_hf_config(data, name=path.parent.name or path.stem)
+
+
+def load_calibration(path: str | Path) -> Calibration:
+    """A calibration file (`tiergate plan --calibrate ... --calibration-out FILE`).
+
+    The one reader behind a tier's `calibration_file` and `tiergate plan --calibration`; it lives
+    here because it reads a file. Raises CalibrationError naming the file.
+    """
+    # Imported here: `tiergate plan --help` loads this module and needs none of the fitting code.
+    from router.capacity.calibration import Calibration, CalibrationError
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise CalibrationError(f"cannot read calibration {str(path)!r}: {err}") from None
+    try:
+        return Calibration.from_json(text)
+    except CalibrationError as err:
+        raise CalibrationError(f"calibration {str(path)!r}: {err}") from None
+
+
+def tier_calibration(tier: TierSpec) -> Calibration | None:
+    """The tier's `calibration_file`, read; None when it names none."""
+    return None if tier.calibration_file is None else load_calibration(tier.calibration_file)
 
 
 def architecture_for(serving: ServingSpec) -> Architecture:
@@ -194,6 +221,13 @@ def derive_engine_limits(
         gpu_memory_utilization=utilization,
         max_num_seqs=serving.max_num_seqs or mem.VLLM_DEFAULT_MAX_NUM_SEQS,
     )
+    try:
+        calibration = tier_calibration(tier)
+    except ConfigError as err:
+        raise TierPlanningError(f"tier {tier.name!r}: calibration_file: {err}") from None
+    if calibration is not None:
+        # Its fitted reserve terms (non-torch memory, TP buffers) size the KV pool in place of the version's.
+        inputs = calibration.apply(inputs)
     smallest = min_gpus(arch, device, weights_total, weights, kv, need_tokens, inputs)
     smallest_text = (
         f"the smallest that fits is TP={smallest.layout.gpus}" if smallest else "it does not fit in 256 GPUs"

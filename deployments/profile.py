@@ -125,6 +125,14 @@ class TierSpec(_Strict):
             " with latency_plan it sizes the estimator's batch and queue. Served tiers use serving.max_num_seqs."
         ),
     )
+    calibration_file: str | None = Field(
+        default=None,
+        description=(
+            "A planner calibration (`tiergate plan --calibrate ... --calibration-out FILE`), relative to the profile"
+            " file or absolute: its efficiencies and reserve terms replace the planner's defaults for this tier's"
+            " latency prior and token prices (latency_plan or a GPU serving section) and its engine's limits."
+        ),
+    )
     price_per_million_prompt_tokens_usd: float | None = Field(
         default=None, ge=0.0, description="Overrides the planner's prompt-token price (cost headers and metrics)."
     )
@@ -147,6 +155,15 @@ class TierSpec(_Strict):
         if isinstance(data, dict) and not data.get("engine") and "name" in data:
             return {**data, "engine": data["name"]}
         return data
+
+    @model_validator(mode="after")
+    def _calibration_has_a_plan(self) -> TierSpec:
+        # The planner times neither an external tier without latency_plan nor a CPU engine (its KV
+        # pool is given): a calibration there would change nothing, which would mislead.
+        planned = self.latency_plan is not None or (self.serving is not None and self.serving.accelerator != "cpu")
+        if self.calibration_file is not None and not planned:
+            raise ValueError("calibration_file needs latency_plan or a GPU serving section: nothing else is planned")
+        return self
 
 
 StreamMode = Literal["buffer", "commit"]
@@ -516,8 +533,20 @@ def load_profile(name_or_path: str, *, apply_env: bool = True) -> Profile:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ProfileError(f"{path.name}: not valid YAML: {err}") from None
-    profile = parse_profile(data, path.name)
+    profile = _files_beside(parse_profile(data, path.name), path.parent)
     return with_env_overrides(profile) if apply_env else profile
+
+
+def _files_beside(profile: Profile, folder: Path) -> Profile:
+    """Relative `calibration_file` paths read from the profile's own folder, made absolute so that a
+    copy of the profile written elsewhere (the launcher's) still finds them."""
+    tiers = [
+        t.model_copy(update={"calibration_file": str((folder / t.calibration_file).resolve())})
+        if t.calibration_file is not None and not Path(t.calibration_file).is_absolute()
+        else t
+        for t in profile.tiers
+    ]
+    return profile.model_copy(update={"tiers": tiers})
 
 
 def with_env_overrides(profile: Profile, environ: Mapping[str, str] | None = None) -> Profile:

@@ -11,6 +11,7 @@ import typer
 # The planner is pure Python with no third-party imports (about 30 ms), so its catalogues can
 # name the valid keys in `--help`; everything heavier loads inside the commands.
 from deployments.planning import load_architecture as load_architecture  # one lookup, shared with serving
+from deployments.planning import load_calibration
 from gateway.cli.common import errors_exit
 from router.capacity import CATALOGUE, GPUS, KV_DTYPES, WEIGHT_DTYPES, Plan, PlanInputs, plan
 from router.capacity.architectures import ArchitectureError
@@ -180,7 +181,7 @@ def register(app: typer.Typer) -> None:
             DEFAULT_VLLM_VERSION, "--vllm-version", help=f"vLLM memory-profile behaviour: {', '.join(VLLM_VERSIONS)}."
         ),
         calibration_file: Path | None = typer.Option(
-            None, "--calibration", help="A calibration file (from --calibrate) to plan with."
+            None, "--calibration", help="A calibration file (from --calibrate) to plan with; a tier's calibration_file."
         ),
         calibrate: list[Path] | None = typer.Option(
             None, "--calibrate", help="Fit a calibration from vLLM start-up logs and benchmark JSON (repeatable)."
@@ -198,7 +199,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2)
         # Architecture, GPU and dtype errors are named until they derive from ConfigError;
         # PlanInputs rejects an out-of-range number with a plain ValueError.
-        from router.capacity.calibration import Calibration, CalibrationError
+        from router.capacity.calibration import CalibrationError
 
         with errors_exit(ArchitectureError, GPUError, DTypeError, CalibrationError, ValueError, OSError):
             arch = load_architecture(model)
@@ -220,7 +221,7 @@ def register(app: typer.Typer) -> None:
                 vllm_version=version,
             )
             if calibration_file is not None:
-                inputs = Calibration.from_json(calibration_file.read_text(encoding="utf-8")).apply(inputs)
+                inputs = load_calibration(calibration_file).apply(inputs)  # the reader a tier's calibration_file uses
             result = plan(arch, device, inputs)
         if as_json:
             data: dict[str, Any] = result.to_dict()
