@@ -4,8 +4,9 @@ Two memory totals, both facts: `memory_bytes` is NVML's (what `nvidia-smi` print
 "80 GB" H100 reports 81,559 MiB = 85.52 GB = 79.65 GiB; an "80 GB" A100 81,920 MiB; an H200
 143,771 MiB. `cuda_memory_bytes` is what CUDA lets a process see (`cudaMemGetInfo`'s total),
 which is what vLLM multiplies by `gpu_memory_utilization`: 79.19 GiB on an H100 (vLLM 0.19 logs;
-79.22 GiB in vLLM's own pull 10511), 39.50 GiB on an A100-40GB and 22.18 GiB on an A10 (PyTorch
-out-of-memory messages), 22.30 GiB on an A10G. Parts without an observation (A100-80GB, L4, H200)
+79.22 GiB in vLLM's own pull 10511), 39.50 GiB on an A100-40GB (PyTorch out-of-memory messages;
+vLLM 0.6-0.8 logs show 39.39-39.56, driver and ECC settings differ), 22.18 GiB on an A10, 22.30 GiB
+on an A10G, 139.81 GiB on an H200 (a vLLM 0.7 log). Parts without an observation (A100-80GB, L4)
 take the NVML total less the gap measured on their closest sibling, and say so (`cuda_memory_observed`).
 Peak FLOP/s are dense tensor-core figures from NVIDIA's datasheets (SXM parts; the sparsity
 figures are twice these and never reached by inference). fp32 matmuls run as TF32, half the
@@ -87,7 +88,6 @@ def _gpu(
 # NVML total -> CUDA-visible total gaps observed on one part, used for its siblings.
 _A100_GAP_GIB = 40.0 - 39.50
 _A10_GAP_GIB = 23028 / 1024 - 22.18
-_H100_GAP_GIB = 81559 / 1024 - 79.19
 
 
 GPUS: dict[str, GPU] = {
@@ -106,10 +106,9 @@ GPUS: dict[str, GPU] = {
             _AMPERE_FLOPS, _NVLINK3, 4.00,
         ),
         _gpu("h100-80gb", "NVIDIA H100 80GB HBM3", 81559, (79.19, True), 3.35e12, _HOPPER_FLOPS, _NVLINK4, 5.00),
-        _gpu(
-            "h200", "NVIDIA H200 141GB HBM3e", 143771, (143771 / 1024 - _H100_GAP_GIB, False), 4.8e12,
-            _HOPPER_FLOPS, _NVLINK4, 6.50,
-        ),
+        # 139.81 GiB: a vLLM 0.7 start-up log of DeepSeek-R1 on 8 x H200 (docs/planner.md); the H100's
+        # gap would have said 139.94.
+        _gpu("h200", "NVIDIA H200 141GB HBM3e", 143771, (139.81, True), 4.8e12, _HOPPER_FLOPS, _NVLINK4, 6.50),
     )
 }  # fmt: skip
 

@@ -57,3 +57,12 @@ def test_release_strings_pick_their_line(given: str, line: str) -> None:
 def test_an_unknown_version_names_the_known_ones() -> None:
     with pytest.raises(VllmVersionError, match=r"0\.19"):
         vllm_version("1.4")
+
+
+def test_cuda_totals_sit_just_below_nvml_and_say_whether_a_log_showed_them() -> None:
+    for g in GPUS.values():
+        gap_gib = (g.memory_bytes - g.cuda_memory_bytes) / GIB
+        assert 0.1 < gap_gib < 0.8, g.key  # driver reservations: 0.19 GiB on an A10G, 0.46 on an H100, 0.59 on an H200
+    # Observed in a start-up log: the H200's 139.81 GiB; still estimated from a sibling: A100-80GB and L4.
+    assert GPUS["h200"].cuda_memory_observed
+    assert not GPUS["a100-80gb"].cuda_memory_observed and not GPUS["l4"].cuda_memory_observed

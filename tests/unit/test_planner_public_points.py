@@ -37,7 +37,16 @@ def _memory_plan(p: dict[str, Any]) -> Any:
     return plan(_arch(p["model"]), GPUS[p["gpu"]], inputs)
 
 
-@pytest.mark.parametrize("point", FIXTURE["memory"], ids=lambda p: p["id"])
+def _memory_points() -> list[Any]:
+    # A point the model is known to miss stays in the comparison, marked: it must keep missing
+    # (strict), so a change that fixes it is noticed, and docs/planner.md says why it misses.
+    return [
+        pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=p["known_miss"])) if "known_miss" in p else p
+        for p in FIXTURE["memory"]
+    ]
+
+
+@pytest.mark.parametrize("point", _memory_points(), ids=lambda p: p["id"])
 def test_kv_tokens_within_3_percent_of_what_vllm_allocated(point: dict[str, Any]) -> None:
     result = _memory_plan(point)
     observed = point.get("kv_tokens") or point["kv_gib"] * GIB // (result.kv_bytes_per_token // point["tp"])
@@ -53,6 +62,9 @@ def test_weights_within_1_percent_of_what_vllm_loaded(point: dict[str, Any]) -> 
 def test_the_points_cover_tp1_and_tp_above_1() -> None:
     tps = {p["tp"] for p in FIXTURE["memory"]}
     assert 1 in tps and max(tps) >= 2
+    # Not only H100s: other GPUs for memory, and latency at TP >= 2 beyond the H100.
+    assert {p["gpu"] for p in FIXTURE["memory"]} - {"h100-80gb"}
+    assert {p["gpu"] for p in FIXTURE["latency"] if p["tp"] >= 2} - {"h100-80gb"}
     assert len(FIXTURE["memory"]) + len(FIXTURE["latency"]) >= 15
 
 
