@@ -7,6 +7,7 @@ one full-context sequence, in a layout vLLM accepts (TP within a node, pipeline 
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -51,8 +52,9 @@ class PlanInputs:
     non_torch_bytes_per_gpu: int | None = None  # None: the version's; a calibration's fit otherwise
     comm_buffer_bytes_per_gpu: int | None = None  # TP > 1 only; None: the version's
     batch: int | None = None  # decode and TTFT figures at this batch; None: max_batch
-    # Output tokens per request under load: each decode step then also carries the prompt
-    # tokens of requests joining the batch (batch x prompt / output). None: no interference.
+    # Output tokens per request under a closed loop of equal requests: each decode step then also
+    # carries the prompt tokens of requests joining the batch (batch x prompt / output), and a
+    # prompt is prefilled with its wave of `batch` prompts (see _ttft_s). None: no interference.
     output_tokens: int | None = None
     int4_group_size: int = DEFAULT_INT4_GROUP_SIZE
     quantize_embeddings: bool = False
@@ -307,6 +309,48 @@ def _decode(arch: Architecture, gpu: GPU, q: PlanInputs, sized: _Sized, batch: i
     )
 
 
+def _ttft_s(
+    arch: Architecture, gpu: GPU, q: PlanInputs, sized: _Sized, batch: int, prompt: int, step: DecodeStep
+) -> float:
+    """Time to first token at `batch` (seconds).
+
+    Alone: the prompt's own prefill. At a batch above one the prompt waits, on average, for the
+    step in flight and its own step carries the running decodes: one decode step more. Under a
+    closed loop of equal requests (`output_tokens` set) the requests finish together and come back
+    together, so a prompt is prefilled with its whole wave: `batch` prompts, `max_num_batched_tokens`
+    a step, first come first served; the median request's first token comes at the end of the step
+    that holds its last prompt token (L4 at 16 concurrent 256-token prompts: 4,096 tokens, two steps).
+    """
+    alone = ttft_s(arch, sized.params, gpu, sized.weights, sized.cap.layout, prompt, q.efficiency)
+    if batch <= 1:
+        return alone
+    if q.output_tokens is None:
+        return alone + step.step_s
+    budget = q.engine_limits(gpu, sized.context)[0]
+    ends: list[float] = []  # end time of each prefill step
+    done = 0
+    while done < batch * prompt:
+        tokens = min(budget, batch * prompt - done)
+        # A prefill step reads the weights like a decode step and adds the chunk's FLOPs.
+        chunk = decode_step(
+            arch,
+            sized.params,
+            gpu,
+            sized.weights,
+            sized.weights_bytes,
+            sized.cap.kv_bytes_per_token_per_gpu * sized.cap.layout.gpus,
+            sized.cap.layout,
+            1,
+            prompt,
+            q.efficiency,
+            tokens - 1,
+        )
+        ends.append((ends[-1] if ends else 0.0) + chunk.step_s)
+        done += tokens
+    firsts = [ends[-(-(i * prompt) // budget) - 1] for i in range(1, batch + 1)]
+    return q.efficiency.server_overhead_s + statistics.median(firsts)
+
+
 def batch_for_inter_token_latency(
     arch: Architecture, gpu: GPU, inputs: PlanInputs, inter_token_budget_ms: float
 ) -> int:
@@ -371,10 +415,7 @@ def plan(arch: Architecture, gpu: GPU, inputs: PlanInputs | None = None) -> Plan
         fits=fits,
         fit_problem=cap.problem,
         prompt_tokens=prompt,
-        # At a batch above one the prompt waits, on average, for the step in flight and its own
-        # step carries the running decodes: one decode step more than alone.
-        ttft_ms_estimate=1e3
-        * (ttft_s(arch, params, gpu, weights, cap.layout, prompt, q.efficiency) + (step.step_s if at > 1 else 0.0)),
+        ttft_ms_estimate=1e3 * _ttft_s(arch, gpu, q, sized, at, prompt, step),
         decode_tokens_per_s_per_seq=per_seq,
         decode_tokens_per_s_aggregate=aggregate,
         tp_comm_fraction=step.comm_fraction,

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from router.capacity import CATALOGUE, GPUS, PlanInputs, batch_for_inter_token_latency, plan
 from router.capacity.dtypes import WEIGHT_DTYPES
 from router.capacity.memory import Layout
-from router.capacity.perf import Efficiency, expected_distinct_experts, tp_comm_s
+from router.capacity.params import count_params
+from router.capacity.perf import Efficiency, expected_distinct_experts, matmul_params_per_token, tp_comm_s
 
 dense = st.sampled_from([k for k, a in CATALOGUE.items() if not a.is_moe])
 gpus = st.sampled_from(sorted(GPUS))
@@ -65,3 +66,28 @@ def test_a_tighter_inter_token_budget_never_allows_a_larger_batch() -> None:
 def test_efficiency_fractions_outside_0_1_are_refused() -> None:
     with pytest.raises(ValueError, match="efficiency"):
         Efficiency(flops_fraction=1.5)
+
+
+def test_a_closed_loop_wave_prefills_together_so_the_median_first_token_waits_for_half_of_it() -> None:
+    arch, l4 = CATALOGUE["llama-3.2-1b"], GPUS["l4"]
+
+    def ttft_ms(batch: int, *, closed: bool = True, budget: int = 2048) -> float:
+        q = PlanInputs(
+            gpus=1,
+            context_tokens=384,
+            prompt_tokens=256,
+            batch=batch,
+            max_num_batched_tokens=budget,
+            output_tokens=128 if closed else None,
+        )
+        return plan(arch, l4, q).ttft_ms_estimate
+
+    waves = [ttft_ms(b) for b in (1, 2, 4, 8, 16)]
+    assert waves == sorted(waves) and waves[0] == ttft_ms(1, closed=False)  # alone: no wave
+    # 16 x 256 tokens at 2,048 a step: the first 8 prompts end in step 1, the rest in step 2, so the
+    # median first token (between the 8th and 9th) comes later than a wave that fits one step.
+    assert ttft_ms(16) > ttft_ms(8)
+    matmul = matmul_params_per_token(count_params(arch))
+    one_step_of_8_prompts_s = 8 * 256 * 2 * matmul / (l4.bf16_flops * 0.5)
+    assert ttft_ms(16) / 1e3 > one_step_of_8_prompts_s
+    assert ttft_ms(16) > ttft_ms(16, closed=False)  # the wave costs more than one decode step in flight

@@ -37,16 +37,17 @@ def _memory_plan(p: dict[str, Any]) -> Any:
     return plan(_arch(p["model"]), GPUS[p["gpu"]], inputs)
 
 
-def _memory_points() -> list[Any]:
+def _points(kind: str, field: str | None = None) -> list[Any]:
     # A point the model is known to miss stays in the comparison, marked: it must keep missing
     # (strict), so a change that fixes it is noticed, and docs/planner.md says why it misses.
     return [
         pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=p["known_miss"])) if "known_miss" in p else p
-        for p in FIXTURE["memory"]
+        for p in FIXTURE[kind]
+        if field is None or p[field]
     ]
 
 
-@pytest.mark.parametrize("point", _memory_points(), ids=lambda p: p["id"])
+@pytest.mark.parametrize("point", _points("memory"), ids=lambda p: p["id"])
 def test_kv_tokens_within_3_percent_of_what_vllm_allocated(point: dict[str, Any]) -> None:
     result = _memory_plan(point)
     observed = point.get("kv_tokens") or point["kv_gib"] * GIB // (result.kv_bytes_per_token // point["tp"])
@@ -80,13 +81,13 @@ def _latency_plan(p: dict[str, Any]) -> Any:
     return plan(_arch(p["model"]), GPUS[p["gpu"]], inputs)
 
 
-@pytest.mark.parametrize("point", [p for p in FIXTURE["latency"] if p["tpot_ms"]], ids=lambda p: p["id"])
+@pytest.mark.parametrize("point", _points("latency", "tpot_ms"), ids=lambda p: p["id"])
 def test_decode_per_sequence_within_20_percent(point: dict[str, Any]) -> None:
     assert point["batch"] <= 16 and point["tp"] <= 4
     predicted_ms = 1e3 / _latency_plan(point).decode_tokens_per_s_per_seq
     assert predicted_ms / point["tpot_ms"] == pytest.approx(1.0, abs=0.2)
 
 
-@pytest.mark.parametrize("point", [p for p in FIXTURE["latency"] if p["ttft_ms"]], ids=lambda p: p["id"])
+@pytest.mark.parametrize("point", _points("latency", "ttft_ms"), ids=lambda p: p["id"])
 def test_time_to_first_token_within_30_percent(point: dict[str, Any]) -> None:
     assert _latency_plan(point).ttft_ms_estimate / point["ttft_ms"] == pytest.approx(1.0, abs=0.3)
