@@ -8,11 +8,13 @@ from typing import Any
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from deployments.economics import planned, tier_economics
 from deployments.planning import TierPlanningError, derive_engine_limits, load_calibration
 from deployments.profile import Profile, ProfileError, TierSpec, load_profile, parse_profile
 from gateway.app import create_app
+from gateway.cli import app
 from gateway.settings import GatewaySettings
 from router.capacity.calibration import Calibration, CalibrationError
 from router.capacity.memory import GIB
@@ -144,3 +146,14 @@ def test_route_preview_estimates_from_the_calibrated_prior(tmp_path: Path) -> No
     expected = LatencyEstimator({"mid": prior}).estimate("mid", tokens, 16).ttft_ms
     assert after == pytest.approx(expected, abs=1e-3)
     assert after - before > 80.0  # the calibration's 100 ms server overhead against the default 18 ms
+
+
+def test_plan_calibration_flag_reads_with_the_same_reader_and_names_a_missing_file(tmp_path: Path) -> None:
+    (tmp_path / "slow.json").write_text(SLOW.to_json(), encoding="utf-8")
+    runner = CliRunner()
+    base = ["plan", "--model", "llama-3.1-8b", "--gpu", "h100-80gb", "--json", "--calibration"]
+    used = runner.invoke(app, [*base, str(tmp_path / "slow.json")])
+    assert used.exit_code == 0, used.output
+    assert '"server_overhead_s": 0.1' in used.stdout
+    missing = runner.invoke(app, [*base, str(tmp_path / "gone.json")])
+    assert missing.exit_code == 2 and "cannot read calibration" in missing.output and "gone.json" in missing.output
