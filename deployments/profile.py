@@ -526,14 +526,20 @@ def parse_profile(data: Any, source: str = "<profile>") -> Profile:
         raise ProfileError(_invalid(source, err)) from None
 
 
-def load_profile(name_or_path: str, *, apply_env: bool = True) -> Profile:
-    """Load, validate and (optionally) apply TIERGATE_* environment overrides."""
+def load_profile(name_or_path: str, *, apply_env: bool = True, resolve_files: bool = True) -> Profile:
+    """Load, validate and (optionally) apply TIERGATE_* environment overrides.
+
+    `resolve_files`: relative file paths (a tier's `calibration_file`) become absolute, read from the
+    profile's folder; False keeps them as written (a profile exported to run elsewhere).
+    """
     path = resolve_profile_path(name_or_path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ProfileError(f"{path.name}: not valid YAML: {err}") from None
-    profile = _files_beside(parse_profile(data, path.name), path.parent)
+    profile = parse_profile(data, path.name)
+    if resolve_files:
+        profile = _files_beside(profile, path.parent)
     return with_env_overrides(profile) if apply_env else profile
 
 

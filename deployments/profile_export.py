@@ -44,7 +44,8 @@ def _drop_secrets(model: BaseModel, data: dict[str, Any], prefix: str, dropped: 
 def export_profile(name_or_path: str) -> tuple[str, list[str]]:
     """The profile as YAML text (only the fields its file sets) and the dotted names of fields left out."""
     path = resolve_profile_path(name_or_path)
-    profile = load_profile(name_or_path, apply_env=False)
+    # Paths stay as the file wrote them: an absolute path of this machine means nothing in the cluster.
+    profile = load_profile(name_or_path, apply_env=False, resolve_files=False)
     data = profile.model_dump(mode="json", exclude_unset=True)
     dropped: list[str] = []
     _drop_secrets(profile, data, "", dropped)

@@ -157,3 +157,11 @@ def test_plan_calibration_flag_reads_with_the_same_reader_and_names_a_missing_fi
     assert '"server_overhead_s": 0.1' in used.stdout
     missing = runner.invoke(app, [*base, str(tmp_path / "gone.json")])
     assert missing.exit_code == 2 and "cannot read calibration" in missing.output and "gone.json" in missing.output
+
+
+def test_an_exported_profile_keeps_the_calibration_path_as_written(tmp_path: Path) -> None:
+    from deployments.profile_export import export_profile
+
+    path = _profile_file(tmp_path, _tier(latency_plan="llama-3.1-8b@h100-80gb", calibration_file="slow.json"))
+    text, _ = export_profile(str(path))
+    assert "calibration_file: slow.json" in text and str(tmp_path / "slow.json") not in text
