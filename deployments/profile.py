@@ -320,6 +320,45 @@ class TeamSpec(_Strict):
     budget_usd: float = Field(gt=0.0, description="USD the team's keys may spend together per budget_period_s.")
 
 
+class ResilienceSpec(_Strict):
+    """Retries, fallback and the per-tier circuit breaker (docs/faults.md)."""
+
+    max_retries: int = Field(
+        default=2, ge=0, le=10, description="Retries of one tier call on a connect error, 429, 5xx or timeout."
+    )
+    retry_base_delay_ms: float = Field(
+        default=50.0, ge=0.0, description="Backoff before the first retry; doubles per retry, with jitter."
+    )
+    retry_max_delay_ms: float = Field(default=2000.0, ge=0.0, description="Longest backoff between two tries.")
+    try_timeout_s: float | None = Field(
+        default=None,
+        gt=0.0,
+        description=(
+            "Per-try bound: an unstreamed answer, or a stream's first event. None: each try may use what is"
+            " left of gateway.request_timeout_s."
+        ),
+    )
+    fallback: bool = Field(
+        default=True,
+        description="model=auto: a tier that still fails after its retries hands the request to the next healthy tier.",
+    )
+    breaker_enabled: bool = Field(default=True, description="Open a tier's breaker when it keeps failing.")
+    breaker_failure_rate: float = Field(
+        default=0.5, gt=0.0, le=1.0, description="Share of failed calls in the window that opens the breaker."
+    )
+    breaker_min_calls: int = Field(default=10, ge=1, description="Calls in the window before the rate counts.")
+    breaker_window_s: float = Field(default=30.0, gt=0.0, description="How far back calls are counted.")
+    breaker_open_s: float = Field(
+        default=10.0, gt=0.0, description="Time an open breaker refuses calls before one probe."
+    )
+
+    @model_validator(mode="after")
+    def _delays_ordered(self) -> ResilienceSpec:
+        if self.retry_max_delay_ms < self.retry_base_delay_ms:
+            raise ValueError("retry_max_delay_ms must be at least retry_base_delay_ms")
+        return self
+
+
 class GatewaySpec(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -371,6 +410,7 @@ class GatewaySpec(_Strict):
         default=False,
         description="Hold the whole drain period even when idle (behind a load balancer that needs time to notice).",
     )
+    resilience: ResilienceSpec = Field(default_factory=ResilienceSpec)
 
     @property
     def has_keys(self) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from gateway.errors import HTTPError, TierUnavailable
 from router.runtime.cascade import AnswerJudge, Attempt, best_attempt, next_step
 from router.runtime.slo import Budget, Estimate
 
@@ -46,6 +47,8 @@ class CascadeOutcome:
     escalations: list[tuple[str, str, str]] = field(default_factory=list)  # (from, to, reason)
     stop_reason: str = "accepted"
     stream_tier: str | None = None
+    # (from, to): a tier that failed after its retries, and the tier asked in its place.
+    fallbacks: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def tiers_tried(self) -> list[str]:
@@ -104,17 +107,33 @@ async def run_cascade(
     `started` is the request's start on `clock` (seconds): the time already spent counts against
     the budget when deciding whether the next tier still fits. With `stream_last`, a climb to the
     last tier is not called here: its answer would be accepted unjudged, so the caller streams it.
+
+    A tier that fails (after the retries `call` makes) or whose breaker refuses is replaced by the
+    next one up (a fallback, not an escalation); at the top, the best answer so far is returned
+    ("tier-failed"), and with no answer at all the failure is the caller's.
     """
     answers: list[TierAnswer] = []
     attempts: list[Attempt] = []
     escalations: list[tuple[str, str, str]] = []
+    fallbacks: list[tuple[str, str]] = []
     tier = ladder[0]
     while True:
         position = ladder.index(tier)
         nxt = ladder[position + 1] if position + 1 < len(ladder) else None
         if stream_last and answers and nxt is None:
-            return CascadeOutcome(None, answers, escalations, "streamed-top", stream_tier=tier)
-        answer = await call(tier)
+            return CascadeOutcome(None, answers, escalations, "streamed-top", stream_tier=tier, fallbacks=fallbacks)
+        try:
+            answer = await call(tier)
+        except HTTPError as err:
+            if not (err.counts_as_tier_failure or isinstance(err, TierUnavailable)):
+                raise
+            if nxt is not None:
+                fallbacks.append((tier, nxt))
+                tier = nxt
+                continue
+            if not answers:
+                raise
+            return CascadeOutcome(answers[best_attempt(attempts)], answers, escalations, "tier-failed", None, fallbacks)
         answers.append(answer)
         judgement = (
             None
@@ -136,7 +155,7 @@ async def run_cascade(
             tier = step.next_tier
             continue
         chosen = len(answers) - 1 if step.action == "accept" else best_attempt(attempts)
-        return CascadeOutcome(answers[chosen], answers, escalations, step.reason)
+        return CascadeOutcome(answers[chosen], answers, escalations, step.reason, fallbacks=fallbacks)
 
 
 def sse_from_completion(data: dict[str, Any], *, wants_usage: bool) -> bytes:

@@ -6,6 +6,7 @@ through one of the methods below, at the moment it is known, so each fact has on
 
     authenticated      AuthMiddleware            which key (its id, never the key)
     routed / moved_to  the service               tier, latency class, routing reason, stream or not
+    fallen_from        the service               tiers that failed before the one answering (fallback)
     waited_since       service and relay         seconds spent waiting on the tier
     first_token        service and relay         time to the first token
     count_usage        service and relay         the tier's token counts
@@ -50,6 +51,8 @@ class RequestContext:
     escalations: int = 0
     cost_usd: float | None = None
     slo: str | None = None
+    # Tiers that failed (or refused) before the answering one took the request over, in order.
+    fallen_from: tuple[str, ...] = ()
 
     def authenticated(self, key_id: str) -> None:
         self.key_id = key_id

@@ -17,10 +17,13 @@ root and its config / launch branches):
             ├── UpstreamRejected        4xx  passed through from the tier: the caller's fault, not the tier's
             ├── UpstreamFailed          502  upstream_error          (connect error, 5xx, bad body)
             ├── Overloaded              503  overloaded_error        (Retry-After)
+            ├── TierUnavailable         503  overloaded_error        a pinned tier's breaker is open (Retry-After)
             └── UpstreamTimeout         504  timeout_error
 
 `counts_as_tier_failure` marks the leaves that are the tier's fault (UpstreamFailed,
-UpstreamTimeout); bad requests never count against a tier.
+UpstreamTimeout); bad requests never count against a tier. Those two carry `fault` (what went wrong:
+connect, timeout, status_429, status_5xx, broken, misconfigured, bad_answer) and the tier's
+`retry_after_s`, which the gateway's retry loop reads (gateway/resilience.py).
 
 A caller who hangs up is not an error and not in this tree: see `gateway.disconnect.ClientClosed`.
 
@@ -142,11 +145,24 @@ class UpstreamFailed(HTTPError):
 
     counts_as_tier_failure = True
 
+    def __init__(self, message: str, *, fault: str = "bad_answer", retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.fault = fault
+        self.retry_after_s = retry_after_s
+
 
 class Overloaded(_RetryLater):
     status_code = 503
     error_type = "overloaded_error"
     default_code = "overloaded"
+
+
+class TierUnavailable(_RetryLater):
+    """A request pinned to a tier whose circuit breaker is open: refused fast, not sent."""
+
+    status_code = 503
+    error_type = "overloaded_error"
+    default_code = "tier_unavailable"
 
 
 class UpstreamTimeout(HTTPError):
@@ -155,6 +171,8 @@ class UpstreamTimeout(HTTPError):
     default_code = "upstream_timeout"
 
     counts_as_tier_failure = True
+    fault = "timeout"
+    retry_after_s: float | None = None
 
 
 def error_body(err: HTTPError) -> bytes:

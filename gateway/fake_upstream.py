@@ -4,6 +4,10 @@ It speaks the same protocol a vLLM server does (chat completions, streamed or no
 logprobs, /v1/models) with settable timing and failure rate. Built on aiohttp's server so the
 benchmark's "upstream directly" baseline is as fast as the machine allows.
 
+Faults for the gateway's retry, fallback and breaker tests are set at start (`FakeConfig`) or while
+it runs (`POST /fake/faults`): fail the next N requests with a status (and a `Retry-After`), hang the
+next N requests, or cut the connection of the next N streams after K chunks.
+
 With `FakeConfig.replay` set it answers with recorded answers from an outcome table instead, at a
 planner's latency and a finite capacity; that mode lives in `gateway.replay_tier`.
 """
@@ -14,6 +18,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +59,24 @@ class FakeConfig:
     max_context_tokens: int = 0
     # Answer from an outcome table (gateway.replay_tier) instead of the fixed words above.
     replay: ReplayConfig | None = None
+    # Fault injection: the first `fail_first` requests answer `failure_status` (with `retry_after` as
+    # its Retry-After header when set); with `break_after_chunks` set, every stream is cut after that
+    # many chunks (the connection dropped, no [DONE]).
+    fail_first: int = 0
+    retry_after: str | None = None
+    break_after_chunks: int | None = None
+
+
+@dataclass
+class Faults:
+    """Faults still to inject, counted down per request (`POST /fake/faults` sets them)."""
+
+    fail_next: int = 0
+    status: int = 500
+    retry_after: str | None = None
+    hang_next: int = 0
+    break_next: int = 0
+    break_after_chunks: int = 0
 
 
 class FakeUpstream:
@@ -65,7 +88,12 @@ class FakeUpstream:
         self.requests = 0
         self.cancelled = 0
         self.completed = 0
+        self.failed = 0
+        self.broken = 0
         self._rng = random.Random(self.config.seed)
+        self.faults = Faults(
+            fail_next=self.config.fail_first, status=self.config.failure_status, retry_after=self.config.retry_after
+        )
         self.replay: ReplayTier | None = None
         if self.config.replay is not None:
             # Imported here: the plain fake must not pay for the planner and the outcome tables.
@@ -79,6 +107,7 @@ class FakeUpstream:
         # Inspection routes for tests: what the fake received and how often it was cut off.
         self.app.router.add_get("/fake/last-request", self.inspect_last)
         self.app.router.add_get("/fake/stats", self.inspect_stats)
+        self.app.router.add_post("/fake/faults", self.set_faults)
         # vLLM's own load gauges, under vLLM's names, so the gateway's engine-load reader is tested for real.
         self.app.router.add_get("/metrics", self.engine_metrics)
 
@@ -89,10 +118,25 @@ class FakeUpstream:
         return web.Response(body=orjson.dumps(self.last_request), content_type="application/json")
 
     async def inspect_stats(self, _: web.Request) -> web.Response:
-        stats: dict[str, Any] = {"requests": self.requests, "cancelled": self.cancelled, "completed": self.completed}
+        stats: dict[str, Any] = {
+            "requests": self.requests,
+            "cancelled": self.cancelled,
+            "completed": self.completed,
+            "failed": self.failed,
+            "broken": self.broken,
+        }
         if self.replay is not None:
             stats.update(self.replay.stats())
         return web.Response(body=orjson.dumps(stats), content_type="application/json")
+
+    async def set_faults(self, request: web.Request) -> web.Response:
+        """Replace the pending faults: {"fail_next", "status", "retry_after", "hang_next", "break_next",
+        "break_after_chunks"}; fields left out are zero (or 500 for status)."""
+        try:
+            self.faults = Faults(**orjson.loads(await request.read()))
+        except (orjson.JSONDecodeError, TypeError) as err:
+            return self._error(400, f"bad faults: {err}")
+        return web.Response(body=orjson.dumps(vars(self.faults)), content_type="application/json")
 
     async def engine_metrics(self, _: web.Request) -> web.Response:
         if self.replay is not None:
@@ -113,9 +157,20 @@ class FakeUpstream:
         data = [{"id": m, "object": "model", "owned_by": "fake"} for m in self.config.models]
         return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
 
-    def _error(self, status: int, message: str, param: str | None = None) -> web.Response:
+    def _error(
+        self, status: int, message: str, param: str | None = None, retry_after: str | None = None
+    ) -> web.Response:
         body = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}}
-        return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+        headers = {"retry-after": retry_after} if retry_after is not None else None
+        return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
+
+    def _injected_failure(self) -> web.Response | None:
+        faults = self.faults
+        if faults.fail_next > 0:
+            faults.fail_next -= 1
+            self.failed += 1
+            return self._error(faults.status, "injected failure", retry_after=faults.retry_after)
+        return None
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
@@ -128,8 +183,15 @@ class FakeUpstream:
         model = body.get("model")
         if cfg.models and model not in cfg.models:
             return self._error(404, f"The model `{model}` does not exist.", "model")
+        injected = self._injected_failure()
+        if injected is not None:
+            return injected
+        if self.faults.hang_next > 0:
+            self.faults.hang_next -= 1
+            await asyncio.sleep(3600)
         if cfg.failure_rate and self._rng.random() < cfg.failure_rate:
-            return self._error(cfg.failure_status, "simulated failure")
+            self.failed += 1
+            return self._error(cfg.failure_status, "simulated failure", retry_after=cfg.retry_after)
         if self.replay is not None:
             try:
                 return await self.replay.chat(request, body, self.requests)
@@ -203,9 +265,42 @@ class FakeUpstream:
         }
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
-        async def send(obj: dict[str, Any]) -> None:
-            await resp.write(b"data: " + orjson.dumps(obj) + b"\n\n")
+        break_after = self.config.break_after_chunks
+        if self.faults.break_next > 0:
+            self.faults.break_next -= 1
+            break_after = self.faults.break_after_chunks
+        sent = 0
 
+        async def send(obj: dict[str, Any]) -> None:
+            nonlocal sent
+            if break_after is not None and sent >= break_after:
+                # A tier that dies mid-answer: the connection drops with the chunked body unfinished.
+                self.broken += 1
+                if request.transport is not None:
+                    request.transport.abort()
+                raise _StreamCut
+            await resp.write(b"data: " + orjson.dumps(obj) + b"\n\n")
+            sent += 1
+
+        try:
+            await self._send_stream(send, base, n_tokens, want_logprobs, top_n, include_usage, prompt_tokens)
+        except _StreamCut:
+            return resp
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        self.completed += 1
+        return resp
+
+    async def _send_stream(
+        self,
+        send: Callable[[dict[str, Any]], Awaitable[None]],
+        base: dict[str, Any],
+        n_tokens: int,
+        want_logprobs: bool,
+        top_n: int,
+        include_usage: bool,
+        prompt_tokens: int,
+    ) -> None:
         await send(
             {
                 **base,
@@ -249,10 +344,10 @@ class FakeUpstream:
                 "total_tokens": prompt_tokens + n_tokens,
             }
             await send({**base, "choices": [], "usage": usage})
-        await resp.write(b"data: [DONE]\n\n")
-        await resp.write_eof()
-        self.completed += 1
-        return resp
+
+
+class _StreamCut(Exception):
+    """Raised inside a stream the fault injection cut off."""
 
 
 def _logprobs(tokens: list[str], top_n: int) -> dict[str, Any]:

@@ -138,6 +138,30 @@ class GatewayMetrics:
             ["tier"],
             registry=r,
         )
+        self.breaker_state = Gauge(
+            "tiergate_breaker_state",
+            "Each tier's circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ["tier"],
+            registry=r,
+        )
+        self.breaker_transitions = Counter(
+            "tiergate_breaker_transitions",
+            "Circuit breaker changes, by tier and the state entered.",
+            ["tier", "state"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "tiergate_retries",
+            "Tier calls tried again, by tier and the fault retried (connect, timeout, status_429, status_5xx, broken).",
+            ["tier", "reason"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "tiergate_fallbacks",
+            "Requests handed to another tier before their first byte because a tier failed or its breaker was open.",
+            ["from_tier", "to_tier"],
+            registry=r,
+        )
         self._children = {
             name: _TierChildren(
                 e2e=self.e2e.labels(name),
@@ -155,6 +179,11 @@ class GatewayMetrics:
         self._slo_children: dict[tuple[str, str], Counter] = {}
         for name in tier_names:
             self.tier_ready.labels(name).set(0)
+            self.breaker_state.labels(name).set(0)
+
+    def breaker_changed(self, tier: str, value: int, state: str) -> None:
+        self.breaker_state.labels(tier).set(value)
+        self.breaker_transitions.labels(tier, state).inc()
 
     def routed(self, tier: str, reason: str) -> None:
         counter = self._routing_children.get((tier, reason))

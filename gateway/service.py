@@ -6,7 +6,7 @@ Route handlers stay a line long; everything a request goes through is here, in t
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeGuard
 
@@ -38,13 +38,15 @@ from gateway.errors import (
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
+    TierUnavailable,
     UpstreamFailed,
 )
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import ParsedRequest, parse_chat_request
+from gateway.resilience import Resilience
 from gateway.streaming import SSEResponse, relay
 from gateway.tiers import Tier, TierRegistry
-from gateway.upstream import UpstreamClient
+from gateway.upstream import UpstreamClient, UpstreamStream
 from router.runtime.cascade import AnswerJudge
 from router.runtime.policy import Decision, PolicyConfig, RoutingRequest, Scorer, decide
 from router.runtime.slo import Budget, Estimate, LatencyEstimator, TierLoad
@@ -94,6 +96,7 @@ class ChatService:
         judge: AnswerJudge | None = None,
         start_thresholds: tuple[float, ...] = (),
         engine_load: EngineLoadPoller | None = None,
+        resilience: Resilience | None = None,
     ) -> None:
         self.profile = profile
         self.tiers = tiers
@@ -111,6 +114,7 @@ class ChatService:
         self.max_body_bytes = profile.gateway.max_body_bytes
         self.default_class = profile.routing.default_latency_class
         self.admission = admission
+        self.resilience = resilience or Resilience(profile.gateway.resilience, tiers, metrics)
 
     async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one chat request end to end, response included.
@@ -134,22 +138,18 @@ class ChatService:
                         held.release()
                 if held is not None and ctx.tier is not None:
                     self._observe(ctx, ctx.tier, route, streamed=True)
-                self._remember(route, ctx.tier)
+                self._remember(route, ctx.tier, ctx)
                 return
             tokens = route.prompt_tokens + (parsed.max_tokens or route.tier.default_max_tokens)
             tier, lease = await self._admit(request, ctx, route.tier, route.ladder, tokens)
             try:
-                body = self._upstream_body(parsed, tier)
-                if parsed.stream:
-                    response = await self._stream(request, ctx, tier, parsed, body, lease)
-                else:
-                    response = await self._complete(request, ctx, tier, body)
+                response, tier, lease = await self._answer(request, ctx, parsed, route, tier, lease)
                 self._single_outcome(ctx, tier.name, route, done=not parsed.stream)
                 await response(scope, receive, send)
             finally:
                 lease.release()
             self._observe(ctx, tier.name, route, streamed=parsed.stream)
-            self._remember(route, tier.name)
+            self._remember(route, tier.name, ctx)
         except HTTPError as err:
             ctx.failed(err)
             if err.counts_as_tier_failure and ctx.tier:
@@ -312,10 +312,61 @@ class ChatService:
 
     def _single_outcome(self, ctx: RequestContext, tier: str, route: Route, *, done: bool) -> None:
         cost = self._cost(tier, ctx.prompt_tokens, ctx.completion_tokens) if done else None
-        ctx.attempted((tier,), 0, cost, self._slo(ctx, route.budget))
+        tried = (*ctx.fallen_from, tier) if ctx.fallen_from else (tier,)
+        ctx.attempted(tried, 0, cost, self._slo(ctx, route.budget))
 
-    def _remember(self, route: Route, tier: str | None) -> None:
-        if route.conversation is not None and tier in self.tiers.by_name:
+    def _deadline(self, ctx: RequestContext) -> float:
+        """The request's deadline on the perf_counter clock: every try and wait fits before it."""
+        return ctx.t0 + self.timeout_s
+
+    async def _answer(
+        self, request: Request, ctx: RequestContext, parsed: ParsedRequest, route: Route, tier: Tier, lease: Lease
+    ) -> tuple[Response, Tier, Lease]:
+        """Call `tier` (with retries); when it still fails, the next healthy tier, before the first byte.
+
+        Only model=auto falls back (a pinned tier is what the caller asked for). Returns the response,
+        the tier that answered and the lease now held; a lease given up on the way is released here.
+        """
+        pinned = parsed.checked.model != "auto"
+        try:
+            while True:
+                try:
+                    body = self._upstream_body(parsed, tier)
+                    if parsed.stream:
+                        response = await self._stream(request, ctx, tier, parsed, body, lease)
+                    else:
+                        response = await self._complete(request, ctx, tier, body)
+                    return response, tier, lease
+                except HTTPError as err:
+                    if not (err.counts_as_tier_failure or isinstance(err, TierUnavailable)):
+                        raise
+                    nxt = None if pinned or not self.resilience.fallback else self._fallback_tier(route, tier, ctx)
+                    if nxt is None:
+                        raise
+                lease.release()
+                self.metrics.fallbacks.labels(tier.name, nxt.name).inc()
+                ctx.fallen_from = (*ctx.fallen_from, tier.name)
+                ctx.moved_to(nxt.name, f"fallback-from-{tier.name}")
+                tier = nxt
+                lease = await self._lease_for_attempt(request, ctx, parsed, route, tier)
+        except BaseException:
+            lease.release()
+            raise
+
+    def _fallback_tier(self, route: Route, failed: Tier, ctx: RequestContext) -> Tier | None:
+        """The next tier to try: up the route's ladder first (never a worse answer), then down from
+        where routing started, nearest first, as the policy does for a tier known to be down."""
+        names = self.tiers.names
+        start = names.index(route.tier.name)
+        skip = {*ctx.fallen_from, failed.name} | self.tiers.unavailable()
+        for name in (*route.ladder, *reversed(names[:start])):
+            if name not in skip:
+                return self.tiers.by_name[name]
+        return None
+
+    def _remember(self, route: Route, tier: str | None, ctx: RequestContext) -> None:
+        # A fallback's tier says how the fleet fared, not how hard the conversation is: no floor from it.
+        if route.conversation is not None and tier in self.tiers.by_name and not ctx.fallen_from:
             self.affinity.record(route.conversation, self.tiers.names.index(tier))
 
     def _observe(self, ctx: RequestContext, tier: str, route: Route, *, streamed: bool) -> None:
@@ -363,9 +414,13 @@ class ChatService:
             body["logprobs"] = True
             body.setdefault("max_tokens", tier.default_max_tokens)
             t = time.perf_counter()
-            reply = await unless_disconnected(
-                request.receive, self.client.complete(tier.chat_url, orjson.dumps(body), timeout_s=self.timeout_s)
+            raw = orjson.dumps(body)
+            call = self.resilience.call(
+                name,
+                lambda try_s: self.client.complete(tier.chat_url, raw, timeout_s=try_s),
+                self._deadline(ctx),
             )
+            reply = await unless_disconnected(request.receive, call)
             elapsed = ctx.waited_since(t) - t
         finally:
             lease.release()
@@ -446,6 +501,8 @@ class ChatService:
                 self.metrics.attempt(attempt.tier, attempt.prompt_tokens, attempt.completion_tokens, attempt.cost_usd)
         for src, dst, why in outcome.escalations:
             self.metrics.escalations.labels(src, dst, why).inc()
+        for src, dst in outcome.fallbacks:
+            self.metrics.fallbacks.labels(src, dst).inc()
 
     def _cascade_response(
         self, ctx: RequestContext, parsed: ParsedRequest, route: Route, outcome: CascadeOutcome
@@ -453,7 +510,7 @@ class ChatService:
         answer = outcome.answer
         assert answer is not None
         self._count_attempts(outcome)
-        if outcome.stop_reason in ("budget-spent", "max-escalations"):
+        if outcome.stop_reason in ("budget-spent", "max-escalations", "tier-failed"):
             ctx.extra_headers.append((b"x-tiergate-cascade-stopped", outcome.stop_reason.encode()))
         ctx.moved_to(answer.tier, ctx.route_reason or "cascade")
         data = answer.data
@@ -506,9 +563,12 @@ class ChatService:
 
     async def _complete(self, request: Request, ctx: RequestContext, tier: Tier, body: bytes) -> Response:
         t = time.perf_counter()
-        reply = await unless_disconnected(
-            request.receive, self.client.complete(tier.chat_url, body, timeout_s=self.timeout_s)
+        call = self.resilience.call(
+            tier.name,
+            lambda try_s: self.client.complete(tier.chat_url, body, timeout_s=try_s),
+            self._deadline(ctx),
         )
+        reply = await unless_disconnected(request.receive, call)
         now = time.perf_counter()
         ctx.upstream_s += now - t
         ctx.ttft_s = now - ctx.t0
@@ -521,14 +581,23 @@ class ChatService:
         self, request: Request, ctx: RequestContext, tier: Tier, parsed: ParsedRequest, body: bytes, lease: Lease
     ) -> Response:
         t = time.perf_counter()
-        work = self.client.open_stream(tier.chat_url, body, timeout_s=self.timeout_s)
+        deadline = self._deadline(ctx)
+
+        def open_stream(try_s: float) -> Awaitable[UpstreamStream]:
+            # The whole stream is bounded by what is left of the request; the part a retry can still
+            # replace (headers and first event) by the per-try bound.
+            left = max(deadline - time.perf_counter(), 1e-3)
+            return self.client.open_stream(tier.chat_url, body, timeout_s=left, first_event_s=try_s)
+
+        work = self.resilience.call(tier.name, open_stream, deadline)
         stream = await unless_disconnected(request.receive, work)
         # From here the lease owns the connection, so every way out of the request closes it.
         lease.hold(stream.close)
         ctx.waited_since(t)
         opts = parsed.checked.stream_options
         wants_usage = bool(opts and opts.include_usage)
-        return SSEResponse(relay(ctx, stream, tier.name, wants_usage), ctx)
+        name = tier.name
+        return SSEResponse(relay(ctx, stream, name, wants_usage, on_fault=lambda: self.tiers.failed(name)), ctx)
 
 
 def _is_latency_class(value: str) -> TypeGuard[LatencyClass]:

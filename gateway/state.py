@@ -15,7 +15,7 @@ from gateway.engine_load import EngineLoadPoller
 from gateway.metrics import GatewayMetrics
 from gateway.policy_watch import PolicyWatcher, write_override
 from gateway.service import ChatService
-from gateway.tiers import TierRegistry
+from gateway.tiers import TierRegistry, breaker_config
 from gateway.upstream import UpstreamClient
 from router.errors import ConfigError
 from router.runtime.cascade import AnswerJudge
@@ -126,7 +126,7 @@ class AppState:
         self.engine_load = engine_load_poller(profile)
         names = [t.name for t in profile.tiers]
         self.metrics = GatewayMetrics(names, router_version=self.scorer.version, policy=profile.routing.policy)
-        self.tiers = TierRegistry(profile.tiers, self.metrics)
+        self.tiers = TierRegistry(profile.tiers, self.metrics, breaker_config(profile.gateway.resilience))
         gw = profile.gateway
         self.client = UpstreamClient(pool_size=gw.upstream_pool_size, connect_timeout_s=gw.connect_timeout_s)
         self.admission = admission_gates(profile)
@@ -186,7 +186,11 @@ class AppState:
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         tiers = {
-            t.name: {"ready": bool(t.ready), **({"error": t.last_error} if t.last_error else {})}
+            t.name: {
+                "ready": bool(t.ready),
+                "breaker": self.tiers.breaker_state(t.name).label,
+                **({"error": t.last_error} if t.last_error else {}),
+            }
             for t in self.tiers.tiers
         }
         ready = self.tiers.any_ready()

@@ -12,7 +12,7 @@ connection (see gateway.admission.Lease).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import orjson
 from starlette.responses import Response
@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.context import RequestContext
 from gateway.disconnect import DisconnectWatch
-from gateway.errors import HTTPError, error_body
+from gateway.errors import HTTPError, UpstreamFailed, error_body
 from gateway.upstream import UpstreamStream
 
 _SSE_HEADERS = [
@@ -57,13 +57,25 @@ class SSEResponse(Response):
                 await aclose()
 
 
-async def relay(ctx: RequestContext, stream: UpstreamStream, tier_name: str, wants_usage: bool) -> AsyncIterator[bytes]:
+async def relay(
+    ctx: RequestContext,
+    stream: UpstreamStream,
+    tier_name: str,
+    wants_usage: bool,
+    on_fault: Callable[[], None] | None = None,
+) -> AsyncIterator[bytes]:
     """Relay the tier's SSE events, renaming the model and keeping usage for metrics.
+
+    A tier that fails mid-stream (broken connection, timeout, or an end without `[DONE]`) ends the
+    caller's stream with an OpenAI error event and then `data: [DONE]`, so SDKs raise instead of
+    waiting; `on_fault` tells the tier's circuit breaker. No other tier can take over: the caller
+    already has part of this one's answer.
 
     Closing the stream is not its job: a relay torn down before its first step never runs its own
     cleanup, so the request's lease owns the connection.
     """
     batches = stream.batches().__aiter__()
+    done = False
     try:
         while True:
             t = time.perf_counter()
@@ -73,13 +85,18 @@ async def relay(ctx: RequestContext, stream: UpstreamStream, tier_name: str, wan
                 break
             finally:
                 ctx.waited_since(t)
+            done = done or b"[DONE]" in payloads
             data = b"".join([_relay_event(ctx, payload, tier_name, wants_usage) for payload in payloads])
             if data:
                 yield data
+        if not done:
+            raise UpstreamFailed("The tier ended its stream before it was finished.", fault="broken")
     except HTTPError as err:
         # Headers are gone; the OpenAI SDK raises on an event carrying an "error" object.
         ctx.failed(err)
-        yield b"data: " + error_body(err) + b"\n\n"
+        if on_fault is not None and err.counts_as_tier_failure:
+            on_fault()
+        yield b"data: " + error_body(err) + b"\n\ndata: [DONE]\n\n"
 
 
 def _relay_event(ctx: RequestContext, payload: bytes, tier_name: str, wants_usage: bool) -> bytes:

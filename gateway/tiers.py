@@ -2,20 +2,29 @@
 
 A background task probes each tier's `GET {endpoint}/models`. A tier is ready when the probe
 succeeds and, if the endpoint lists models, its upstream model is among them (Ray Serve lists a
-model only once its deployment is up). `/readyz` is true while at least one tier is ready.
+model only once its deployment is up).
+
+Each tier also has a circuit breaker (router.runtime.breaker) fed by the outcome of every call the
+gateway makes to it (gateway/resilience.py). A tier is usable when it is not known down (its probe
+did not fail) and its breaker admits calls; routing skips the unusable ones. A breaker never opens
+on the last usable tier, and when none is usable the breakers are ignored rather than refusing
+every request. `/readyz` is true while at least one tier is ready and usable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from deployments.profile import TierSpec
+from deployments.profile import ResilienceSpec, TierSpec
 from gateway.background import stop_task
 from gateway.errors import HTTPError
 from gateway.metrics import GatewayMetrics
 from gateway.upstream import UpstreamClient
+from router.runtime.breaker import BreakerConfig, BreakerState, CircuitBreaker
 
 log = logging.getLogger("tiergate.tiers")
 
@@ -31,6 +40,7 @@ class Tier:
     # None until the first probe: an unprobed tier is not refused traffic, only reported not ready.
     ready: bool | None = None
     last_error: str | None = None
+    breaker: CircuitBreaker | None = field(default=None, repr=False)
 
     @classmethod
     def from_spec(cls, spec: TierSpec) -> Tier:
@@ -45,19 +55,87 @@ class Tier:
         )
 
 
+def breaker_config(spec: ResilienceSpec) -> BreakerConfig | None:
+    """The breakers' settings from the profile; None when the profile turns breakers off."""
+    if not spec.breaker_enabled:
+        return None
+    return BreakerConfig(
+        failure_rate=spec.breaker_failure_rate,
+        min_calls=spec.breaker_min_calls,
+        window_s=spec.breaker_window_s,
+        open_s=spec.breaker_open_s,
+    )
+
+
 class TierRegistry:
-    def __init__(self, specs: list[TierSpec], metrics: GatewayMetrics) -> None:
+    def __init__(
+        self,
+        specs: list[TierSpec],
+        metrics: GatewayMetrics,
+        breakers: BreakerConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.tiers = [Tier.from_spec(s) for s in specs]
         self.by_name = {t.name: t for t in self.tiers}
         self.names = tuple(t.name for t in self.tiers)
         self._metrics = metrics
         self._task: asyncio.Task[None] | None = None
+        if breakers is not None:
+            for tier in self.tiers:
+                tier.breaker = CircuitBreaker(breakers, clock, self._on_breaker(tier.name))
+
+    def _on_breaker(self, name: str) -> Callable[[BreakerState], None]:
+        def changed(state: BreakerState) -> None:
+            log.warning("tier %s circuit breaker is %s", name, state.label)
+            self._metrics.breaker_changed(name, int(state), state.label)
+
+        return changed
+
+    def _usable(self, tier: Tier) -> bool:
+        return tier.ready is not False and (tier.breaker is None or tier.breaker.admits())
 
     def unavailable(self) -> frozenset[str]:
-        return frozenset(t.name for t in self.tiers if t.ready is False)
+        """Tiers routing must skip: known down, or their breaker refuses calls (unless that is all of them)."""
+        down = frozenset(t.name for t in self.tiers if t.ready is False)
+        unusable = frozenset(t.name for t in self.tiers if not self._usable(t))
+        return unusable if len(unusable) < len(self.tiers) else down
 
     def any_ready(self) -> bool:
-        return any(t.ready for t in self.tiers)
+        return any(t.ready and self._usable(t) for t in self.tiers)
+
+    def breaker_state(self, name: str) -> BreakerState:
+        breaker = self.by_name[name].breaker
+        return BreakerState.CLOSED if breaker is None else breaker.state
+
+    def allow(self, name: str) -> bool:
+        """Whether a call to `name` may go now (in half-open, this call becomes the probe)."""
+        tier = self.by_name[name]
+        if tier.breaker is None or tier.breaker.allow():
+            return True
+        # Nothing else is usable: trying a failing tier beats refusing the request.
+        return not any(self._usable(t) for t in self.tiers if t is not tier)
+
+    def retry_after_s(self, name: str) -> float:
+        breaker = self.by_name[name].breaker
+        return 0.0 if breaker is None else breaker.retry_after_s()
+
+    def succeeded(self, name: str) -> None:
+        breaker = self.by_name[name].breaker
+        if breaker is not None:
+            breaker.record_success()
+
+    def failed(self, name: str) -> None:
+        """A tier fault on `name`; its breaker may open unless it is the last usable tier."""
+        tier = self.by_name[name]
+        if tier.breaker is not None:
+            others = any(self._usable(t) for t in self.tiers if t is not tier)
+            tier.breaker.record_failure(may_open=others)
+
+    def neutral(self, name: str) -> None:
+        """A call that ended telling nothing about the tier (a 4xx, a departed caller)."""
+        breaker = self.by_name[name].breaker
+        if breaker is not None:
+            breaker.record_neutral()
 
     async def probe_once(self, client: UpstreamClient, timeout_s: float = 2.0) -> None:
         # Tiers often share an endpoint (the local profile serves three tiers from one engine):
@@ -67,6 +145,10 @@ class TierRegistry:
         by_url = dict(zip(urls, answers, strict=True))
         for tier in self.tiers:
             self._judge(tier, *by_url[tier.models_url])
+            if tier.breaker is not None:
+                # Reading the state moves an open breaker whose time is up to half-open, so the
+                # gauge and the log show it even while no request comes this tier's way.
+                _ = tier.breaker.state
 
     @staticmethod
     async def _list_models(

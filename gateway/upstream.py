@@ -8,6 +8,9 @@ keep-alive connections serves every tier. Streams are relayed event by event, ne
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import math
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,14 +31,32 @@ class UpstreamReply:
 
 
 class UpstreamStream:
-    """An open streamed response; iterate `events()`, and always `close()` (done in a finally)."""
+    """An open streamed response; iterate `batches()`, and always `close()` (done in a finally)."""
 
-    __slots__ = ("_resp",)
+    __slots__ = ("_first", "_reads", "_resp")
 
     def __init__(self, resp: aiohttp.ClientResponse) -> None:
         self._resp = resp
+        self._reads = self._read()
+        self._first: list[bytes] | None = None
+
+    async def first(self) -> None:
+        """Read the tier's first event before anything is sent to the caller, so a tier that breaks
+        off straight after its headers can still be retried or replaced (gateway/resilience.py)."""
+        try:
+            self._first = await self._reads.__anext__()
+        except StopAsyncIteration:
+            raise UpstreamFailed("The tier ended its stream before its first event.", fault="broken") from None
 
     async def batches(self) -> AsyncIterator[list[bytes]]:
+        """The batches of `data:` payloads, starting with the one `first()` read."""
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield first
+        async for batch in self._reads:
+            yield batch
+
+    async def _read(self) -> AsyncIterator[list[bytes]]:
         """Yield the SSE `data:` payloads (b'[DONE]' included) that each network read completed.
 
         Batching by read rather than by event lets a fast tier's burst of tokens cost one write
@@ -54,7 +75,7 @@ class UpstreamStream:
         except TimeoutError:
             raise UpstreamTimeout("The tier stopped sending before the stream finished.") from None
         except aiohttp.ClientError:
-            raise UpstreamFailed("The tier's stream broke off.") from None
+            raise UpstreamFailed("The tier's stream broke off.", fault="broken") from None
 
     def close(self) -> None:
         # close(), not release(): a half-read stream must drop its connection so the tier sees the
@@ -117,28 +138,45 @@ class UpstreamClient:
         except TimeoutError:
             raise UpstreamTimeout(f"The tier did not answer within {timeout_s:g} s.") from None
         except aiohttp.ClientError as err:
-            raise UpstreamFailed(f"Could not reach the tier ({type(err).__name__}).") from None
+            raise _unreachable(err) from None
         if status >= 400:
-            raise upstream_error(status, data)
+            raise upstream_error(status, data, resp.headers.get("retry-after"))
         return UpstreamReply(status, data)
 
-    async def open_stream(self, url: str, body: bytes, *, timeout_s: float) -> UpstreamStream:
-        """POST a streaming request and return once the tier has answered with its headers."""
+    async def open_stream(
+        self, url: str, body: bytes, *, timeout_s: float, first_event_s: float | None = None
+    ) -> UpstreamStream:
+        """POST a streaming request and return once the tier has sent its headers and first event.
+
+        `timeout_s` bounds the whole stream; `first_event_s` (default: `timeout_s`) bounds the wait
+        for the headers and the first event, the part a retry or a fallback can still replace.
+        """
+        first_s = timeout_s if first_event_s is None else min(first_event_s, timeout_s)
+        resp: aiohttp.ClientResponse | None = None
         try:
-            resp = await self.session.post(url, data=body, headers=_SSE_HEADERS, timeout=self._timeout(timeout_s))
+            async with asyncio.timeout(first_s):
+                resp = await self.session.post(url, data=body, headers=_SSE_HEADERS, timeout=self._timeout(timeout_s))
+                if resp.status >= 400:
+                    try:
+                        data = await resp.read()
+                    except (TimeoutError, aiohttp.ClientError):
+                        data = b""
+                    raise upstream_error(resp.status, data, resp.headers.get("retry-after"))
+                stream = UpstreamStream(resp)
+                await stream.first()
         except TimeoutError:
-            raise UpstreamTimeout(f"The tier did not answer within {timeout_s:g} s.") from None
-        except aiohttp.ClientError as err:
-            raise UpstreamFailed(f"Could not reach the tier ({type(err).__name__}).") from None
-        if resp.status >= 400:
-            try:
-                data = await resp.read()
-            except (TimeoutError, aiohttp.ClientError):
-                data = b""
-            finally:
+            if resp is not None:
                 resp.close()
-            raise upstream_error(resp.status, data)
-        return UpstreamStream(resp)
+            raise UpstreamTimeout(f"The tier did not start its answer within {first_s:g} s.") from None
+        except aiohttp.ClientError as err:
+            if resp is not None:
+                resp.close()
+            raise _unreachable(err) from None
+        except BaseException:
+            if resp is not None:
+                resp.close()
+            raise
+        return stream
 
     async def get_json(self, url: str, *, timeout_s: float) -> Any:
         """GET for health probes; raises UpstreamFailed/UpstreamTimeout."""
@@ -157,7 +195,31 @@ class UpstreamClient:
             raise UpstreamFailed("probe answer is not JSON") from None
 
 
-def upstream_error(status: int, data: bytes) -> HTTPError:
+def _unreachable(err: aiohttp.ClientError) -> UpstreamFailed:
+    # A refused or failed connection never reached the tier; anything else broke off mid-answer.
+    fault = "connect" if isinstance(err, aiohttp.ClientConnectorError) else "broken"
+    return UpstreamFailed(f"Could not reach the tier ({type(err).__name__}).", fault=fault)
+
+
+def retry_after_seconds(value: str | None, now_s: float | None = None) -> float | None:
+    """A `Retry-After` header in seconds: delta-seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now_s is None else now_s)
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
+def upstream_error(status: int, data: bytes, retry_after: str | None = None) -> HTTPError:
     """Map a tier's error response to the gateway's tree, keeping the tier's message when it has one."""
     message, param, code = f"The tier answered HTTP {status}.", None, None
     try:
@@ -172,7 +234,11 @@ def upstream_error(status: int, data: bytes) -> HTTPError:
             code = str(err["code"]) if err.get("code") is not None else None
     if status in (408, 429) or status >= 500:
         # A tier that is overloaded or broken is the tier's fault, never the caller's.
-        return UpstreamFailed(f"The tier failed: {message}")
+        fault = "status_429" if status == 429 else "status_5xx" if status >= 500 else "timeout"
+        return UpstreamFailed(
+            f"The tier failed: {message}", fault=fault, retry_after_s=retry_after_seconds(retry_after)
+        )
     if status == 404:
-        return UpstreamFailed(f"The tier does not serve the configured model: {message}")
+        # The tier's fault (it was configured to serve this model), but asking again cannot help.
+        return UpstreamFailed(f"The tier does not serve the configured model: {message}", fault="misconfigured")
     return UpstreamRejected(status, message, param=param, code=code)

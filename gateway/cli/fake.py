@@ -15,6 +15,11 @@ def register(app: typer.Typer) -> None:
         reply_tokens: int = typer.Option(16, min=1, help="Tokens per reply (max_tokens caps it)."),
         failure_rate: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of requests answered with an error."),
         failure_status: int = typer.Option(500, help="HTTP status of simulated failures."),
+        fail_first: int = typer.Option(0, min=0, help="Answer the first N chat requests with --failure-status."),
+        retry_after: str | None = typer.Option(None, help="Retry-After header sent with simulated failures."),
+        break_after_chunks: int | None = typer.Option(
+            None, min=0, help="Cut every stream's connection after this many chunks (no [DONE])."
+        ),
         model: list[str] = typer.Option(
             [],
             "--model",
@@ -85,6 +90,9 @@ def register(app: typer.Typer) -> None:
             reply_tokens=reply_tokens,
             failure_rate=failure_rate,
             failure_status=failure_status,
+            fail_first=fail_first,
+            retry_after=retry_after,
+            break_after_chunks=break_after_chunks,
             models=list(model),
             seed=seed,
             max_context_tokens=max_context_tokens,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
@@ -70,7 +71,9 @@ class FakeClient:
             raise UpstreamFailed("The tier failed: boom")
         return UpstreamReply(200, ANSWER)
 
-    async def open_stream(self, url: str, body: bytes, *, timeout_s: float) -> FakeStream:
+    async def open_stream(
+        self, url: str, body: bytes, *, timeout_s: float, first_event_s: float | None = None
+    ) -> FakeStream:
         if self.fails:
             raise UpstreamFailed("Could not reach the tier (ClientConnectorError).")
         assert self.stream is not None
@@ -135,7 +138,7 @@ async def test_every_exit_path_releases_the_lease(case: str) -> None:
         metrics=state.metrics,
         admission=state.admission,
     )
-    ctx = RequestContext(request_id="r", t0=0.0)
+    ctx = RequestContext(request_id="r", t0=time.perf_counter())
     scope = {
         "type": "http",
         "method": "POST",
