@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import pytest
 
 from gateway.cascade import TierAnswer, answer_logprobs, answer_text, run_cascade, strip_logprobs
+from gateway.errors import HTTPError, UpstreamFailed, UpstreamRejected
 from router.runtime.cascade import Judgement
 from router.runtime.slo import Budget, Estimate
 
@@ -126,3 +127,54 @@ async def test_a_streamed_request_leaves_the_last_tier_to_be_streamed() -> None:
     )  # fmt: skip
     assert calls == ["small", "mid"] and out.answer is None and out.stream_tier == "large"
     assert out.tiers_tried == ["small", "mid"] and out.cost_usd == pytest.approx(0.02)
+
+
+def _failing_on(clock: _Clock, broken: set[str], error: HTTPError | None = None):  # type: ignore[no-untyped-def]
+    call, calls = _caller(clock)
+
+    async def maybe(tier: str) -> TierAnswer:
+        if tier in broken:
+            calls.append(tier)
+            raise error or UpstreamFailed("The tier failed: boom", fault="status_5xx")
+        answer: TierAnswer = await call(tier)
+        return answer
+
+    return maybe, calls
+
+
+async def _run(call, judge: _Judge, clock: _Clock):  # type: ignore[no-untyped-def]
+    return await run_cascade(
+        "q",
+        LADDER,
+        call,
+        judge,
+        max_escalations=2,
+        budget=None,
+        estimate=lambda t: Estimate(1, 1),
+        started=0.0,
+        clock=clock,
+    )
+
+
+async def test_a_failed_tier_falls_back_to_the_next_without_counting_an_escalation() -> None:
+    clock = _Clock()
+    call, calls = _failing_on(clock, {"small"})
+    out = await _run(call, _Judge({}), clock)
+    assert calls == ["small", "mid"] and out.answer is not None and out.answer.tier == "mid"
+    assert out.fallbacks == [("small", "mid")] and out.escalations == []
+    assert out.tiers_tried == ["mid"]  # the failed tier gave no answer and costs nothing
+
+
+async def test_a_failed_top_tier_returns_the_best_answer_so_far() -> None:
+    clock = _Clock()
+    call, _ = _failing_on(clock, {"large"})
+    out = await _run(call, _Judge({"small": True, "mid": True}), clock)
+    assert out.stop_reason == "tier-failed" and out.answer is not None and out.answer.tier in {"small", "mid"}
+
+
+async def test_a_bad_request_is_not_a_fallback() -> None:
+    clock = _Clock()
+    call, calls = _failing_on(clock, {"small"}, UpstreamRejected(400, "no"))
+    with pytest.raises(UpstreamRejected):
+        await _run(call, _Judge({}), clock)
+    assert calls == ["small"]
