@@ -52,7 +52,7 @@ test: setup lint ## lint, type-check and run every test (integration included)
 test-fast: setup ## every test but the real-stack integration module
 	$(BIN)/python -m pytest -m 'not integration'
 
-bench: $(DEV_STAMP) ## benchmarks: tiergate vs a bare proxy vs the upstream (wrk, one run, ratios), router scoring speed, a tier killed under load (faults)
+bench: $(DEV_STAMP) ## benchmarks: tiergate vs a bare proxy vs the upstream (wrk, one run, ratios), router scoring speed
 	@command -v wrk >/dev/null || (echo "==> installing wrk (Debian package)"; apt-get install -y -qq wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk))
 	$(BIN)/python -m tests.bench.overhead
 	$(BIN)/python -m tests.bench.router_speed
