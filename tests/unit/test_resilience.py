@@ -4,16 +4,21 @@ call is a function that fails as told."""
 
 from __future__ import annotations
 
+import email.utils
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
+import orjson
 import pytest
 
 from deployments.profile import ResilienceSpec, load_profile
+from gateway.context import RequestContext
 from gateway.errors import HTTPError, TierUnavailable, UpstreamFailed, UpstreamRejected, UpstreamTimeout
 from gateway.metrics import GatewayMetrics
 from gateway.resilience import Resilience
+from gateway.streaming import relay
 from gateway.tiers import TierRegistry, breaker_config
+from gateway.upstream import retry_after_seconds
 from router.runtime.breaker import BreakerState
 
 
@@ -144,3 +149,62 @@ async def test_breakers_off_means_no_refusals() -> None:
         with pytest.raises(UpstreamFailed):
             await resilience.call("small", _failing([UpstreamFailed("x", fault="status_5xx")]), deadline=clock.now + 30)
     assert tiers.unavailable() == frozenset() and tiers.allow("small")
+
+
+class _Stream:
+    """The UpstreamStream interface relay() reads: batches of SSE payloads."""
+
+    def __init__(self, batches: list[list[bytes]], error: HTTPError | None = None) -> None:
+        self._batches, self._error = batches, error
+
+    async def batches(self) -> AsyncIterator[list[bytes]]:
+        for batch in self._batches:
+            yield batch
+        if self._error is not None:
+            raise self._error
+
+
+CHUNK = b'{"id":"c","object":"chat.completion.chunk","model":"m","choices":[{"index":0,"delta":{"content":"hi"}}]}'
+
+
+async def _relayed(stream: _Stream) -> tuple[list[bytes], list[str]]:
+    faults: list[str] = []
+    ctx = RequestContext(request_id="r", t0=0.0)
+    out = [
+        chunk
+        async for chunk in relay(ctx, stream, "small", False, on_fault=lambda: faults.append("small"))  # type: ignore[arg-type]
+    ]
+    events = [line[6:] for line in b"".join(out).split(b"\n\n") if line.startswith(b"data: ")]
+    return events, faults
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [_Stream([[CHUNK]], UpstreamFailed("The tier's stream broke off.", fault="broken")), _Stream([[CHUNK], [CHUNK]])],
+    ids=["connection-broken", "ended-without-done"],
+)
+async def test_a_stream_failing_mid_way_ends_with_an_error_event_then_done(stream: _Stream) -> None:
+    events, faults = await _relayed(stream)
+    assert events[-1] == b"[DONE]"
+    error = orjson.loads(events[-2])
+    assert set(error) == {"error"} and error["error"]["type"] == "upstream_error"
+    assert faults == ["small"]  # the tier's breaker hears of it
+
+
+async def test_a_finished_stream_is_relayed_untouched() -> None:
+    events, faults = await _relayed(_Stream([[CHUNK], [b"[DONE]"]]))
+    assert events[-1] == b"[DONE]" and len(events) == 2 and faults == []
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("3", 3.0), ("0.5", 0.5), (" 7 ", 7.0), ("-4", 0.0), (None, None), ("", None), ("soon", None)],
+)
+def test_retry_after_in_seconds(header: str | None, seconds: float | None) -> None:
+    assert retry_after_seconds(header) == seconds
+
+
+def test_retry_after_as_an_http_date() -> None:
+    now = 1_800_000_000.0
+    assert retry_after_seconds(email.utils.formatdate(now + 30, usegmt=True), now_s=now) == pytest.approx(30.0)
+    assert retry_after_seconds(email.utils.formatdate(now - 30, usegmt=True), now_s=now) == 0.0
