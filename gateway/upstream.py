@@ -155,7 +155,10 @@ class UpstreamClient:
         resp: aiohttp.ClientResponse | None = None
         try:
             async with asyncio.timeout(first_s):
-                resp = await self.session.post(url, data=body, headers=_SSE_HEADERS, timeout=self._timeout(timeout_s))
+                # Built per stream, not cached: the bound is what is left of each request's deadline,
+                # a different number every time.
+                bound = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(self._connect_timeout_s, timeout_s))
+                resp = await self.session.post(url, data=body, headers=_SSE_HEADERS, timeout=bound)
                 if resp.status >= 400:
                     try:
                         data = await resp.read()
