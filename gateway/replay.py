@@ -318,7 +318,15 @@ def profile_data(endpoints: Mapping[str, str], models: Mapping[str, str], plans:
                 }
             ),
         },
-        "gateway": {"host": "127.0.0.1", "port": port, "access_log": False, "log_level": "warning"},
+        "gateway": {
+            "host": "127.0.0.1",
+            "port": port,
+            "access_log": False,
+            "log_level": "warning",
+            # A full replay tier's 503 is the refusal the replay scores against its capacity; retrying it
+            # or moving it to another tier would blur the comparison of the policy with the pinned baselines.
+            "resilience": {"max_retries": 0, "fallback": False, "breaker_enabled": False},
+        },
         "ray_serve_http_port": port + 1 if port < 65535 else port - 1,
     }
 
