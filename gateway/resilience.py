@@ -76,7 +76,7 @@ class Resilience:
                 raise UpstreamTimeout("The request's time ran out before the tier answered.")
             if not self.tiers.allow(tier):
                 raise TierUnavailable(
-                    f"The tier '{tier}' is failing and refuses calls for now; retry later or use model 'auto'.",
+                    f"The tier '{tier}' is failing and refuses calls for now; retry later.",
                     retry_after_s=max(round(self.tiers.retry_after_s(tier)), 1),
                 )
             per_try = remaining if self.try_timeout_s is None else min(self.try_timeout_s, remaining)
