@@ -27,6 +27,7 @@ from gateway.upstream import UpstreamClient
 from router.runtime.breaker import BreakerConfig, BreakerState, CircuitBreaker
 
 log = logging.getLogger("tiergate.tiers")
+_NONE: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -96,9 +97,12 @@ class TierRegistry:
 
     def unavailable(self) -> frozenset[str]:
         """Tiers routing must skip: known down, or their breaker refuses calls (unless that is all of them)."""
-        down = frozenset(t.name for t in self.tiers if t.ready is False)
-        unusable = frozenset(t.name for t in self.tiers if not self._usable(t))
-        return unusable if len(unusable) < len(self.tiers) else down
+        unusable = [t.name for t in self.tiers if not self._usable(t)]
+        if not unusable:
+            return _NONE
+        if len(unusable) < len(self.tiers):
+            return frozenset(unusable)
+        return frozenset(t.name for t in self.tiers if t.ready is False)
 
     def any_ready(self) -> bool:
         return any(t.ready and self._usable(t) for t in self.tiers)

@@ -81,11 +81,15 @@ class CircuitBreaker:
 
     def admits(self) -> bool:
         """Whether a call would be let through now (no side effect: routing asks this)."""
+        if self._state is BreakerState.CLOSED:  # the common case, asked per request: no clock read
+            return True
         state = self.state
         return state is BreakerState.CLOSED or (state is BreakerState.HALF_OPEN and not self._probe_out)
 
     def allow(self) -> bool:
         """Let one call through or refuse it; in half-open the call let through is the probe."""
+        if self._state is BreakerState.CLOSED:
+            return True
         state = self.state
         if state is BreakerState.CLOSED:
             return True
