@@ -103,7 +103,7 @@ def test_retry_after_is_honoured(flaky: Stack) -> None:
     waited = time.monotonic() - start
     assert reply.choices[0].message.content
     # The backoff alone would have waited at most 20 ms; the tier asked for a second.
-    assert 1.0 <= waited < 3.0
+    assert 1.0 <= waited < 4.5
 
 
 def test_retry_after_past_the_deadline_ends_the_retries_at_once(flaky: Stack) -> None:
@@ -217,7 +217,7 @@ BREAKER = {
     "breaker_min_calls": 4,
     "breaker_failure_rate": 0.5,
     "breaker_window_s": 60,
-    "breaker_open_s": 1.5,
+    "breaker_open_s": 3.0,  # long enough that a slow machine checks the open state before it ends
 }
 
 
@@ -243,7 +243,7 @@ def test_the_breaker_opens_after_failures_and_a_half_open_probe_closes_it(breaki
     assert _stats(breaking, "small")["requests"] == calls
     # The tier recovers; after the open time one probe goes through, succeeds and closes the breaker.
     _faults(breaking, "small")
-    time.sleep(1.6)
+    time.sleep(3.1)
     assert _readyz(breaking)["tiers"]["small"]["breaker"] == "half-open"
     assert _metric(breaking, "tiergate_breaker_state", tier="small") == 1
     assert _post(breaking, {"model": "auto", "messages": HELLO}).json()["model"] == "small"
@@ -257,7 +257,7 @@ def test_a_failed_probe_opens_the_breaker_again(breaking: Stack) -> None:
     _faults(breaking, "small", fail_next=1000, status=500)
     for _ in range(4):
         _post(breaking, {"model": "auto", "messages": HELLO})
-    time.sleep(1.6)
+    time.sleep(3.1)
     calls = _stats(breaking, "small")["requests"]
     assert _post(breaking, {"model": "auto", "messages": HELLO}).json()["model"] == "medium"
     assert _stats(breaking, "small")["requests"] == calls + 1  # exactly one probe
