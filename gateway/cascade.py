@@ -49,6 +49,8 @@ class CascadeOutcome:
     stream_tier: str | None = None
     # (from, to): a tier that failed after its retries, and the tier asked in its place.
     fallbacks: list[tuple[str, str]] = field(default_factory=list)
+    # With `stream_tier`: the answer to send instead should that tier fail before its first byte.
+    best_so_far: TierAnswer | None = None
 
     @property
     def tiers_tried(self) -> list[str]:
@@ -121,7 +123,8 @@ async def run_cascade(
         position = ladder.index(tier)
         nxt = ladder[position + 1] if position + 1 < len(ladder) else None
         if stream_last and answers and nxt is None:
-            return CascadeOutcome(None, answers, escalations, "streamed-top", stream_tier=tier, fallbacks=fallbacks)
+            best = answers[best_attempt(attempts)]
+            return CascadeOutcome(None, answers, escalations, "streamed-top", tier, fallbacks, best)
         try:
             answer = await call(tier)
         except HTTPError as err:

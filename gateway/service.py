@@ -473,15 +473,31 @@ class ChatService:
         live = replace(
             route, budget=request_budget(request.headers, route.latency_class, self.profile.routing, sent_whole=False)
         )
-        response, lease = await self._stream_top(request, ctx, parsed, live, outcome)
+        try:
+            response, lease = await self._stream_top(request, ctx, parsed, live, outcome)
+        except HTTPError as err:
+            best = outcome.best_so_far
+            if best is None or not (err.counts_as_tier_failure or isinstance(err, TierUnavailable)):
+                self._count_attempts(outcome)
+                raise
+            # The top tier failed before its first byte: the best answer judged so far, sent whole.
+            self.metrics.fallbacks.labels(outcome.stream_tier, best.tier).inc()
+            kept = replace(outcome, answer=best, stop_reason="tier-failed", stream_tier=None)
+            return self._cascade_response(ctx, parsed, route, kept), None, route
+        except BaseException:
+            self._count_attempts(outcome)
+            raise
+        self._count_attempts(outcome)
         return response, lease, live
 
     async def _stream_top(
         self, request: Request, ctx: RequestContext, parsed: ParsedRequest, route: Route, outcome: CascadeOutcome
     ) -> tuple[Response, Lease]:
-        """The cascade climbed to the last tier of a streamed request: relay that tier's stream live."""
+        """The cascade climbed to the last tier of a streamed request: relay that tier's stream live.
+
+        The earlier attempts are counted by the caller, which knows whether one of them is returned instead.
+        """
         assert outcome.stream_tier is not None
-        self._count_attempts(outcome)
         tier = self.tiers.by_name[outcome.stream_tier]
         ctx.moved_to(tier.name, ctx.route_reason or "cascade")
         lease = await self._lease_for_attempt(request, ctx, parsed, route, tier)

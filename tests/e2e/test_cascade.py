@@ -288,3 +288,51 @@ def test_a_climb_to_the_top_tier_is_streamed_live(stack: Stack) -> None:
         assert text == row["responses"][MODELS["large"]]
         return
     pytest.fail("no fixture prompt climbs from small to large")
+
+
+def _inject(stack: Stack, tier: str, **faults: Any) -> None:
+    resp = httpx.post(stack.tiers[tier].removesuffix("/v1") + "/fake/faults", json=faults)
+    assert resp.status_code == 200, resp.text
+
+
+def test_a_failing_tier_in_the_cascade_is_replaced_by_the_next_one_up(stack: Stack) -> None:
+    prompt = _starting_at_small(stack)
+    _inject(stack, "small", fail_next=3, status=500)  # the first try and both retries
+    try:
+        resp = stack.chat(prompt, headers={"x-tiergate-latency-class": "batch"})
+    finally:
+        _inject(stack, "small")
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-tiergate-tiers-tried"].split(",")[0] == "mid"  # small gave no answer
+    metrics = httpx.get(stack.root + "/metrics").text
+    assert 'tiergate_fallbacks_total{from_tier="small",to_tier="mid"}' in metrics
+    assert 'tiergate_retries_total{reason="status_5xx",tier="small"} 2.0' in metrics
+
+
+def test_a_streamed_climb_whose_top_tier_fails_gets_the_best_answer_so_far(stack: Stack) -> None:
+    batch = {"x-tiergate-latency-class": "batch"}
+    for row in ROWS:
+        if stack.preview(row["prompt"], **batch)["tier"] != "small":
+            continue
+        if not stack.chat(row["prompt"], headers=batch).headers["x-tiergate-tiers-tried"].endswith("large"):
+            continue
+        body = {
+            "model": "auto",
+            "stream": True,
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": row["prompt"]}],
+        }
+        _inject(stack, "large", fail_next=3, status=503)
+        try:
+            resp = httpx.post(stack.base + "/chat/completions", json=body, headers=batch, timeout=30)
+        finally:
+            _inject(stack, "large")
+        assert resp.status_code == 200
+        assert resp.headers["x-tiergate-cascade-stopped"] == "tier-failed"
+        assert resp.headers["x-tiergate-tiers-tried"] == "small,mid"
+        events = [line[6:] for line in resp.text.split("\n") if line.startswith("data: ")]
+        assert events[-1] == "[DONE]" and not any('"error"' in e for e in events)
+        served = resp.headers["x-tiergate-tier"]
+        assert served in {"small", "mid"} and {json.loads(e)["model"] for e in events[:-1]} == {served}
+        return
+    pytest.fail("no fixture prompt climbs from small to large")

@@ -178,3 +178,15 @@ async def test_a_bad_request_is_not_a_fallback() -> None:
     with pytest.raises(UpstreamRejected):
         await _run(call, _Judge({}), clock)
     assert calls == ["small"]
+
+
+async def test_a_streamed_climb_keeps_the_best_answer_in_case_the_top_tier_fails() -> None:
+    clock = _Clock()
+    call, calls = _caller(clock)
+    judge = _Judge({"small": True, "mid": True})
+    out = await run_cascade(
+        "q", LADDER, call, judge, max_escalations=2, budget=None, estimate=lambda t: Estimate(1, 1), started=0.0,
+        clock=clock, stream_last=True,
+    )  # fmt: skip
+    assert calls == ["small", "mid"] and out.stream_tier == "large" and out.answer is None
+    assert out.best_so_far is not None and out.best_so_far.tier == "mid"  # equal doubt: the larger tier
