@@ -263,31 +263,36 @@ def test_a_conversation_does_not_bounce_down_the_ladder(stack: Stack) -> None:
     assert stack.preview(prompt, **{"x-tiergate-latency-class": "batch"})["tier"] == "small"
 
 
-def test_a_climb_to_the_top_tier_is_streamed_live(stack: Stack) -> None:
-    """Buffer mode judges the cheaper tiers' answers; the last tier's needs no judge, so it streams."""
+def _climbing_to_large(stack: Stack) -> dict[str, Any]:
+    """A fixture row whose prompt starts at small and climbs to large in the batch class."""
     batch = {"x-tiergate-latency-class": "batch"}
     for row in ROWS:
         if stack.preview(row["prompt"], **batch)["tier"] != "small":
             continue
-        if not stack.chat(row["prompt"], headers=batch).headers["x-tiergate-tiers-tried"].endswith("large"):
-            continue
-        body = {
-            "model": "auto",
-            "stream": True,
-            "max_tokens": 64,
-            "messages": [{"role": "user", "content": row["prompt"]}],
-        }
-        with httpx.stream("POST", stack.base + "/chat/completions", json=body, headers=batch, timeout=30) as resp:
-            assert resp.status_code == 200
-            assert resp.headers["x-tiergate-tiers-tried"] == "small,mid,large"
-            # A buffered answer's cost is in the headers; a live stream's is known only at its end.
-            assert "x-tiergate-cost-usd" not in resp.headers
-            chunks = [json.loads(line[6:]) for line in resp.iter_lines() if line.startswith("data: {")]
-        assert {c["model"] for c in chunks} == {"large"}
-        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
-        assert text == row["responses"][MODELS["large"]]
-        return
+        if stack.chat(row["prompt"], headers=batch).headers["x-tiergate-tiers-tried"].endswith("large"):
+            found: dict[str, Any] = row
+            return found
     pytest.fail("no fixture prompt climbs from small to large")
+
+
+def _stream_body(row: dict[str, Any]) -> dict[str, Any]:
+    return {"model": "auto", "stream": True, "max_tokens": 64, "messages": [{"role": "user", "content": row["prompt"]}]}
+
+
+def test_a_climb_to_the_top_tier_is_streamed_live(stack: Stack) -> None:
+    """Buffer mode judges the cheaper tiers' answers; the last tier's needs no judge, so it streams."""
+    batch = {"x-tiergate-latency-class": "batch"}
+    row = _climbing_to_large(stack)
+    body = _stream_body(row)
+    with httpx.stream("POST", stack.base + "/chat/completions", json=body, headers=batch, timeout=30) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["x-tiergate-tiers-tried"] == "small,mid,large"
+        # A buffered answer's cost is in the headers; a live stream's is known only at its end.
+        assert "x-tiergate-cost-usd" not in resp.headers
+        chunks = [json.loads(line[6:]) for line in resp.iter_lines() if line.startswith("data: {")]
+    assert {c["model"] for c in chunks} == {"large"}
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == row["responses"][MODELS["large"]]
 
 
 def _inject(stack: Stack, tier: str, **faults: Any) -> None:
@@ -311,28 +316,16 @@ def test_a_failing_tier_in_the_cascade_is_replaced_by_the_next_one_up(stack: Sta
 
 def test_a_streamed_climb_whose_top_tier_fails_gets_the_best_answer_so_far(stack: Stack) -> None:
     batch = {"x-tiergate-latency-class": "batch"}
-    for row in ROWS:
-        if stack.preview(row["prompt"], **batch)["tier"] != "small":
-            continue
-        if not stack.chat(row["prompt"], headers=batch).headers["x-tiergate-tiers-tried"].endswith("large"):
-            continue
-        body = {
-            "model": "auto",
-            "stream": True,
-            "max_tokens": 64,
-            "messages": [{"role": "user", "content": row["prompt"]}],
-        }
-        _inject(stack, "large", fail_next=3, status=503)
-        try:
-            resp = httpx.post(stack.base + "/chat/completions", json=body, headers=batch, timeout=30)
-        finally:
-            _inject(stack, "large")
-        assert resp.status_code == 200
-        assert resp.headers["x-tiergate-cascade-stopped"] == "tier-failed"
-        assert resp.headers["x-tiergate-tiers-tried"] == "small,mid"
-        events = [line[6:] for line in resp.text.split("\n") if line.startswith("data: ")]
-        assert events[-1] == "[DONE]" and not any('"error"' in e for e in events)
-        served = resp.headers["x-tiergate-tier"]
-        assert served in {"small", "mid"} and {json.loads(e)["model"] for e in events[:-1]} == {served}
-        return
-    pytest.fail("no fixture prompt climbs from small to large")
+    body = _stream_body(_climbing_to_large(stack))
+    _inject(stack, "large", fail_next=3, status=503)
+    try:
+        resp = httpx.post(stack.base + "/chat/completions", json=body, headers=batch, timeout=30)
+    finally:
+        _inject(stack, "large")
+    assert resp.status_code == 200
+    assert resp.headers["x-tiergate-cascade-stopped"] == "tier-failed"
+    assert resp.headers["x-tiergate-tiers-tried"] == "small,mid"
+    events = [line[6:] for line in resp.text.split("\n") if line.startswith("data: ")]
+    assert events[-1] == "[DONE]" and not any('"error"' in e for e in events)
+    served = resp.headers["x-tiergate-tier"]
+    assert served in {"small", "mid"} and {json.loads(e)["model"] for e in events[:-1]} == {served}

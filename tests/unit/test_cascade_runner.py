@@ -142,18 +142,12 @@ def _failing_on(clock: _Clock, broken: set[str], error: HTTPError | None = None)
     return maybe, calls
 
 
-async def _run(call, judge: _Judge, clock: _Clock):  # type: ignore[no-untyped-def]
+async def _run(call, judge: _Judge, clock: _Clock, *, stream_last: bool = False):  # type: ignore[no-untyped-def]
+    estimate = lambda t: Estimate(1, 1)  # noqa: E731
     return await run_cascade(
-        "q",
-        LADDER,
-        call,
-        judge,
-        max_escalations=2,
-        budget=None,
-        estimate=lambda t: Estimate(1, 1),
-        started=0.0,
-        clock=clock,
-    )
+        "q", LADDER, call, judge, max_escalations=2, budget=None, estimate=estimate, started=0.0, clock=clock,
+        stream_last=stream_last,
+    )  # fmt: skip
 
 
 async def test_a_failed_tier_falls_back_to_the_next_without_counting_an_escalation() -> None:
@@ -184,9 +178,6 @@ async def test_a_streamed_climb_keeps_the_best_answer_in_case_the_top_tier_fails
     clock = _Clock()
     call, calls = _caller(clock)
     judge = _Judge({"small": True, "mid": True})
-    out = await run_cascade(
-        "q", LADDER, call, judge, max_escalations=2, budget=None, estimate=lambda t: Estimate(1, 1), started=0.0,
-        clock=clock, stream_last=True,
-    )  # fmt: skip
+    out = await _run(call, judge, clock, stream_last=True)
     assert calls == ["small", "mid"] and out.stream_tier == "large" and out.answer is None
     assert out.best_so_far is not None and out.best_so_far.tier == "mid"  # equal doubt: the larger tier
