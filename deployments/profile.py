@@ -97,7 +97,22 @@ class TierSpec(_Strict):
         ),
     )
     gpus: int = Field(default=0, ge=0, description="GPUs one replica holds (0 on CPU).")
-    context_length_tokens: int = Field(default=4096, ge=16)
+    context_length_tokens: int = Field(
+        default=4096,
+        ge=16,
+        description=(
+            "Tokens of prompt plus answer the tier accepts (with a serving section, serving.max_model_len_tokens"
+            " lowers it). A longer prompt goes to a tier that fits, else a 400; max_tokens is capped to what is left."
+        ),
+    )
+    tokenizer: str | None = Field(
+        default=None,
+        description=(
+            "A tokenizer.json file, or a folder holding one, to count this tier's prompt tokens; 'stand-in': the"
+            " packaged model's (after `tiergate model prepare`). Left out: the serving model's local folder when it"
+            " has one (tiers sharing an engine share it), else the bytes/4 estimate."
+        ),
+    )
     default_max_tokens: int = Field(default=512, ge=1, description="Cap applied when a request gives none.")
     kv_capacity_tokens: int | None = Field(
         default=None,
@@ -394,6 +409,14 @@ class GatewaySpec(_Strict):
     admission_queue_timeout_s: float = Field(default=5.0, gt=0.0, description="Longest wait before a 503.")
     realtime_max_seqs: int = Field(
         default=4, ge=1, description="Batch target for realtime callers (docs/strategy.md: at most 4 under 100 ms)."
+    )
+    replicas: int = Field(
+        default=1,
+        ge=1,
+        description=(
+            "Gateway replicas in front of the same tiers (k8s Deployment replicas; with an HPA, its maxReplicas)."
+            " Each process admits against budget / (replicas x serve --workers) of every tier's KV budget."
+        ),
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True

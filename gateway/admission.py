@@ -14,10 +14,18 @@ What a request holds is a `Lease`: taken once at admission, released exactly onc
 finishes the request (the chat service, after the last byte went out or the request failed),
 however it ends. Releasing twice is harmless, so no exit path needs to know what another did.
 
-Prompt tokens come from the one estimate, `router.runtime.prompt_features.estimate_tokens` (the
-gateway has no tokenizer for every tier): UTF-8 bytes over four, higher than characters over four
-for other scripts (a CJK character is about one token, not a quarter), which only makes admission
-more careful.
+What a request reserves is sized by gateway/limits.py: its prompt (counted with the tier's
+tokenizer near the context limit, else the bytes/4 estimate of `router.runtime.prompt_features`)
+plus the max_tokens the tier's context leaves, so an absurd max_tokens reserves one context at most.
+
+With N gateway processes in front of the same tiers (`serve --workers`, `gateway.replicas`), each
+process admits against its share, `process_share(capacity, N)`: the N shares together never exceed
+what the engine holds, whichever process a request lands on. The price is that one process may
+refuse while another has room; the engines' own running/waiting gauges (gateway/engine_load.py)
+feed the latency estimate, not admission, because a scrape every 0.5 s is too late to stop a burst.
+A request larger than its process's share runs alone in that process (see `_cost`); when a share is
+smaller than a tier's context the gateway says so at start-up, since N such requests at once could
+exceed the engine's pool (vLLM then queues or preempts; it does not fail).
 """
 
 from __future__ import annotations
@@ -34,7 +42,18 @@ from router.runtime.prompt_features import estimate_tokens
 # The one token estimate (router.runtime.prompt_features), named for what admission sizes with it.
 estimate_prompt_tokens = estimate_tokens
 
-# The one token estimate (router.runtime.prompt_features); named here for what admission uses it for.
+
+def process_share(capacity_tokens: int | None, processes: int) -> int | None:
+    """One gateway process's part of a tier's KV budget when `processes` share it (None: unbounded).
+
+    Rounded down, so the shares never add up to more than the budget; at least one token, so a
+    tiny budget still admits one request at a time per process.
+    """
+    if processes < 1:
+        raise ValueError("processes must be >= 1")
+    if capacity_tokens is None:
+        return None
+    return max(capacity_tokens // processes, 1)
 
 
 @dataclass(slots=True)

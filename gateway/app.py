@@ -43,6 +43,7 @@ def create_app(
         scorer,
         profile_path=settings.profile_path,
         policy_override_path=settings.policy_override_path,
+        workers=settings.workers,
     )
     gw = profile.gateway
     drain = Drain(gw.drain_period_s, wait_full_period=gw.drain_wait_full_period)

@@ -90,6 +90,12 @@ class FakeUpstream:
         self.completed = 0
         self.failed = 0
         self.broken = 0
+        # What an engine would hold at once: requests, and their prompt + max_tokens (what a KV cache
+        # reserves), now and at the highest seen; the multi-process admission test reads the peaks.
+        self.in_flight = 0
+        self.in_flight_tokens = 0
+        self.max_in_flight = 0
+        self.max_in_flight_tokens = 0
         self._rng = random.Random(self.config.seed)
         self.faults = Faults(
             fail_next=self.config.fail_first, status=self.config.failure_status, retry_after=self.config.retry_after
@@ -124,6 +130,9 @@ class FakeUpstream:
             "completed": self.completed,
             "failed": self.failed,
             "broken": self.broken,
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "max_in_flight_tokens": self.max_in_flight_tokens,
         }
         if self.replay is not None:
             stats.update(self.replay.stats())
@@ -209,6 +218,22 @@ class FakeUpstream:
                 f" requested {asked} tokens ({prompt_tokens} in the messages, {int(cap)} in the completion)."
             )
             return self._error(400, message, "max_tokens")
+        held = prompt_tokens + int(cap)
+        self.in_flight += 1
+        self.in_flight_tokens += held
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self.max_in_flight_tokens = max(self.max_in_flight_tokens, self.in_flight_tokens)
+        try:
+            return await self._answer(request, body, n_tokens, prompt_tokens)
+        finally:
+            self.in_flight -= 1
+            self.in_flight_tokens -= held
+
+    async def _answer(
+        self, request: web.Request, body: dict[str, Any], n_tokens: int, prompt_tokens: int
+    ) -> web.StreamResponse:
+        cfg = self.config
+        model = body.get("model")
         want_logprobs = bool(body.get("logprobs"))
         top_n = int(body.get("top_logprobs") or 0)
         try:

@@ -7,12 +7,15 @@ are passed through, and reported back in a header so they are never dropped sile
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, model_validator
 
 from gateway.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from gateway.prompt_tokens import PromptSize
 
 # Strict mode still accepts JSON integers for floats, but never strings.
 Number = float
@@ -150,13 +153,15 @@ class ErrorResponse(BaseModel):
 class ParsedRequest:
     """A validated request: the checked view plus the caller's original JSON object."""
 
-    __slots__ = ("_text", "body", "checked", "unknown_fields")
+    __slots__ = ("_text", "body", "checked", "prompt_size", "unknown_fields")
 
     def __init__(self, body: dict[str, Any], checked: ChatCompletionRequest) -> None:
         self.body = body
         self.checked = checked
         self.unknown_fields = sorted(k for k in body if k not in KNOWN_FIELDS)
         self._text: str | None = None
+        # The prompt's token counts, made once per request (gateway.limits.prompt_size).
+        self.prompt_size: PromptSize | None = None
 
     @property
     def stream(self) -> bool:
@@ -180,6 +185,12 @@ class ParsedRequest:
                 parts.extend(str(p.get("text", "")) for p in content if p.get("type") == "text")
         self._text = "\n".join(parts)
         return self._text
+
+    def counted_text(self) -> str:
+        """The text the prompt's tokens are counted over: the messages' text, and tool definitions
+        (chat templates render them into the prompt)."""
+        tools = self.checked.tools
+        return self.routing_text() if not tools else self.routing_text() + "\n" + orjson.dumps(tools).decode()
 
     def upstream_body(self, upstream_model: str, *, force_usage: bool) -> bytes:
         """The caller's JSON with `model` rewritten; usage is requested upstream for metrics."""

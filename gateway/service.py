@@ -41,6 +41,7 @@ from gateway.errors import (
     TierUnavailable,
     UpstreamFailed,
 )
+from gateway.limits import CAPPED_HEADER, TierLimits, apply_plan
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import ParsedRequest, parse_chat_request
 from gateway.resilience import Resilience
@@ -48,6 +49,7 @@ from gateway.streaming import SSEResponse, relay
 from gateway.tiers import Tier, TierRegistry
 from gateway.upstream import UpstreamClient, UpstreamStream
 from router.runtime.cascade import AnswerJudge
+from router.runtime.context_fit import OutputPlan, fitting
 from router.runtime.policy import Decision, PolicyConfig, RoutingRequest, Scorer, decide
 from router.runtime.slo import Budget, Estimate, LatencyEstimator, TierLoad
 
@@ -97,6 +99,7 @@ class ChatService:
         start_thresholds: tuple[float, ...] = (),
         engine_load: EngineLoadPoller | None = None,
         resilience: Resilience | None = None,
+        limits: TierLimits | None = None,
     ) -> None:
         self.profile = profile
         self.tiers = tiers
@@ -115,6 +118,7 @@ class ChatService:
         self.default_class = profile.routing.default_latency_class
         self.admission = admission
         self.resilience = resilience or Resilience(profile.gateway.resilience, tiers, metrics)
+        self.limits = limits if limits is not None else TierLimits.from_specs(profile.tiers)
 
     async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one chat request end to end, response included.
@@ -140,8 +144,7 @@ class ChatService:
                     self._observe(ctx, ctx.tier, route, streamed=True)
                 self._remember(route, ctx.tier, ctx)
                 return
-            tokens = route.prompt_tokens + (parsed.max_tokens or route.tier.default_max_tokens)
-            tier, lease = await self._admit(request, ctx, route.tier, route.ladder, tokens)
+            tier, lease = await self._admit(request, ctx, parsed, route.tier, route.ladder)
             try:
                 response, tier, lease = await self._answer(request, ctx, parsed, route, tier, lease)
                 self._single_outcome(ctx, tier.name, route, done=not parsed.stream)
@@ -259,7 +262,7 @@ class ChatService:
         estimates: dict[str, Estimate] = {}
         if name == "auto":
             for tier_name in self.tiers.names:
-                est = self._estimate(tier_name, prompt_tokens, parsed.max_tokens)
+                est = self._estimate(tier_name, prompt_tokens, self._answer_tokens(tier_name, parsed))
                 if est is not None:
                     estimates[tier_name] = est
             decision = decide(
@@ -277,6 +280,7 @@ class ChatService:
             )
             conversation = conversation_key(headers.get(AFFINITY_HEADER), parsed.checked.messages)
             decision = self._keep_floor(decision, self.affinity.floor(conversation))
+            decision = self._fit_context(decision, parsed)
             name = decision.tier
             ladder = decision.ladder
             cascade = cascade_on and len(ladder) > 1 and (not parsed.stream or buffered)
@@ -289,8 +293,38 @@ class ChatService:
                 param="model",
                 code="model_not_found",
             )
+        if decision is None and not self.limits.plan(name, parsed).fits:
+            raise self.limits.too_long(parsed, ladder)
         route = Route(tier, ladder, budget, latency_class, cascade, prompt_tokens, conversation, estimates)
         return route, decision
+
+    def _fit_context(self, decision: Decision, parsed: ParsedRequest) -> Decision:
+        """Keep only the ladder's tiers whose context holds the prompt; start at the first of them
+        (route reason `context-fit`), or refuse with a 400 naming the limit when none does."""
+        fits = fitting(decision.ladder, lambda name: self.limits.plan(name, parsed))
+        if not fits:
+            raise self.limits.too_long(parsed, decision.ladder)
+        if fits == decision.ladder:
+            return decision
+        reason = decision.reason if fits[0] == decision.tier else "context-fit"
+        return replace(decision, tier=fits[0], tier_index=self.tiers.names.index(fits[0]), ladder=fits, reason=reason)
+
+    def _answer_tokens(self, tier: str, parsed: ParsedRequest) -> int | None:
+        """The caller's max_tokens as `tier` will see it (capped to its context); None when not given."""
+        if parsed.max_tokens is None:
+            return None
+        return max(self.limits.plan(tier, parsed).max_tokens, 1)
+
+    def _answer_budget(self, ctx: RequestContext, parsed: ParsedRequest, tier: Tier) -> OutputPlan:
+        """`tier`'s answer budget for this request: a 400 when the prompt does not fit it, a header when
+        the caller's max_tokens was lowered (the last tier asked wins)."""
+        plan = self.limits.plan(tier.name, parsed)
+        if not plan.fits:
+            raise self.limits.too_long(parsed, (tier.name,))
+        ctx.extra_headers = [h for h in ctx.extra_headers if h[0] != CAPPED_HEADER]
+        if plan.capped:
+            ctx.extra_headers.append((CAPPED_HEADER, str(plan.max_tokens).encode()))
+        return plan
 
     def _keep_floor(self, decision: Decision, floor: int | None) -> Decision:
         """Start no lower than the tier that answered this conversation before (gateway.affinity)."""
@@ -331,7 +365,7 @@ class ChatService:
         try:
             while True:
                 try:
-                    body = self._upstream_body(parsed, tier)
+                    body = self._upstream_body(ctx, parsed, tier)
                     if parsed.stream:
                         response = await self._stream(request, ctx, tier, parsed, body, lease)
                     else:
@@ -392,7 +426,7 @@ class ChatService:
     ) -> Lease:
         """A cascade attempt's lease on `tier`: at once if it fits, else after the tier's queue (no overflow:
         the cascade itself decides which tier answers)."""
-        tokens = route.prompt_tokens + (parsed.max_tokens or tier.default_max_tokens)
+        tokens = self.limits.plan(tier.name, parsed).kv_tokens
         gate = self.admission[tier.name]
         realtime = ctx.latency_class == "realtime"
         lease = gate.try_lease(tokens, realtime=realtime)
@@ -412,7 +446,7 @@ class ChatService:
             body["stream"] = False
             body.pop("stream_options", None)
             body["logprobs"] = True
-            body.setdefault("max_tokens", tier.default_max_tokens)
+            apply_plan(body, self._answer_budget(ctx, parsed, tier))
             t = time.perf_counter()
             raw = orjson.dumps(body)
             call = self.resilience.call(
@@ -454,7 +488,7 @@ class ChatService:
         cascade = self.profile.routing.cascade
 
         def estimate(name: str) -> Estimate:
-            est = self._estimate(name, route.prompt_tokens, parsed.max_tokens)
+            est = self._estimate(name, route.prompt_tokens, self._answer_tokens(name, parsed))
             return est if est is not None else Estimate(0.0, 0.0)
 
         outcome = await run_cascade(
@@ -502,7 +536,7 @@ class ChatService:
         ctx.moved_to(tier.name, ctx.route_reason or "cascade")
         lease = await self._lease_for_attempt(request, ctx, parsed, route, tier)
         try:
-            response = await self._stream(request, ctx, tier, parsed, self._upstream_body(parsed, tier), lease)
+            response = await self._stream(request, ctx, tier, parsed, self._upstream_body(ctx, parsed, tier), lease)
         except BaseException:
             lease.release()
             raise
@@ -549,16 +583,21 @@ class ChatService:
         return Response(orjson.dumps(data), media_type="application/json")
 
     async def _admit(
-        self, request: Request, ctx: RequestContext, tier: Tier, ladder: tuple[str, ...], tokens: int
+        self, request: Request, ctx: RequestContext, parsed: ParsedRequest, tier: Tier, ladder: tuple[str, ...]
     ) -> tuple[Tier, Lease]:
-        """Lease KV budget on the chosen tier; a full tier overflows up the ladder, else waits or is refused."""
+        """Lease KV budget on the chosen tier; a full tier overflows up the ladder, else waits or is refused.
+
+        A tier's lease is the prompt plus the max_tokens its context leaves (gateway.limits), so an
+        absurd max_tokens never reserves more than one context's worth.
+        """
         realtime = ctx.latency_class == "realtime"
         gate = self.admission[tier.name]
+        tokens = self.limits.plan(tier.name, parsed).kv_tokens
         lease = gate.try_lease(tokens, realtime=realtime)
         if lease is not None:
             return tier, lease
         for name in ladder[1:]:
-            lease = self.admission[name].try_lease(tokens, realtime=realtime)
+            lease = self.admission[name].try_lease(self.limits.plan(name, parsed).kv_tokens, realtime=realtime)
             if lease is not None:
                 self.metrics.admission_rejections.labels(tier.name, "overflowed").inc()
                 ctx.moved_to(name, f"overflow-from-{tier.name}")
@@ -570,11 +609,10 @@ class ChatService:
             raise
         return tier, lease
 
-    @staticmethod
-    def _upstream_body(parsed: ParsedRequest, tier: Tier) -> bytes:
-        if parsed.max_tokens is None:
-            # A request without a cap would let one caller hold a tier for its whole context.
-            parsed.body["max_tokens"] = tier.default_max_tokens
+    def _upstream_body(self, ctx: RequestContext, parsed: ParsedRequest, tier: Tier) -> bytes:
+        # Always a cap: without one a caller could hold a tier for its whole context; with the caller's
+        # own, never more than the tier's context leaves after the prompt.
+        apply_plan(parsed.body, self._answer_budget(ctx, parsed, tier))
         return parsed.upstream_body(tier.upstream_model, force_usage=True)
 
     async def _complete(self, request: Request, ctx: RequestContext, tier: Tier, body: bytes) -> Response:

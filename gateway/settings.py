@@ -42,7 +42,12 @@ class GatewaySettings(BaseModel):
         description="File where PUT /admin/policy leaves the new routing section for the sibling workers.",
     )
     workers: int = Field(
-        default=1, ge=1, description="Gateway processes serving together: each enforces 1/workers of every key limit."
+        default=1,
+        ge=1,
+        description=(
+            "Gateway processes serving together: each enforces 1/workers of every key limit and admits against"
+            " 1/(workers x gateway.replicas) of every tier's KV budget."
+        ),
     )
     handle_signals: bool = Field(
         default=False,

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from deployments.economics import tier_economics
+from deployments.limits import context_tokens
 from deployments.planning import TierPlanningError, kv_tokens_capacity
 from deployments.profile import Profile, ProfileError, RoutingSpec
-from gateway.admission import TierAdmission
+from gateway.admission import TierAdmission, process_share
 from gateway.engine_load import EngineLoadPoller
+from gateway.limits import TierLimits
 from gateway.metrics import GatewayMetrics
 from gateway.policy_watch import PolicyWatcher, write_override
 from gateway.service import ChatService
@@ -22,14 +25,17 @@ from router.runtime.cascade import AnswerJudge
 from router.runtime.policy import HeuristicScorer, Scorer
 from router.runtime.slo import LatencyEstimator
 
+log = logging.getLogger("tiergate.admission")
 
-def admission_gates(profile: Profile) -> dict[str, TierAdmission]:
+
+def admission_gates(profile: Profile, processes: int = 1) -> dict[str, TierAdmission]:
     """One admission gate per serving engine, shared by every tier that names the same engine.
 
     Tiers naming the same `engine` share one KV cache (the local profile serves all three tiers
     from one engine), so they must share one budget. Capacity comes from the tier's
     `kv_capacity_tokens`, else from the capacity planner (KV tokens per replica x replicas); a
-    profile the planner finds cannot fit is refused here, with its numbers.
+    profile the planner finds cannot fit is refused here, with its numbers. With `processes`
+    gateway processes in front of the tiers, this one admits against its share (gateway.admission).
     """
     gw = profile.gateway
     by_engine: dict[str, TierAdmission] = {}
@@ -37,9 +43,19 @@ def admission_gates(profile: Profile) -> dict[str, TierAdmission]:
     for spec in profile.tiers:
         engine = spec.engine
         try:
-            capacity = spec.kv_capacity_tokens if spec.kv_capacity_tokens is not None else kv_tokens_capacity(spec)
+            whole = spec.kv_capacity_tokens if spec.kv_capacity_tokens is not None else kv_tokens_capacity(spec)
         except TierPlanningError as err:
             raise ProfileError(f"tier {spec.name!r} cannot be served as described: {err}") from None
+        capacity = process_share(whole, processes)
+        if capacity is not None and processes > 1 and capacity < context_tokens(spec, profile.tiers):
+            log.warning(
+                "tier %s: this process's share of its KV budget (%d of %d tokens, %d processes) is smaller than"
+                " its context; a full-context request runs alone in a process",
+                spec.name,
+                capacity,
+                whole,
+                processes,
+            )
         gate = by_engine.get(engine)
         if gate is None:
             gate = by_engine[engine] = TierAdmission(
@@ -113,6 +129,7 @@ class AppState:
         *,
         profile_path: str | None = None,
         policy_override_path: str | None = None,
+        workers: int = 1,
     ) -> None:
         self.profile = profile
         self._fixed_scorer = scorer
@@ -127,9 +144,12 @@ class AppState:
         names = [t.name for t in profile.tiers]
         self.metrics = GatewayMetrics(names, router_version=self.scorer.version, policy=profile.routing.policy)
         self.tiers = TierRegistry(profile.tiers, self.metrics, breaker_config(profile.gateway.resilience))
+        limits = TierLimits.from_specs(profile.tiers)
         gw = profile.gateway
         self.client = UpstreamClient(pool_size=gw.upstream_pool_size, connect_timeout_s=gw.connect_timeout_s)
-        self.admission = admission_gates(profile)
+        # Every process of every gateway replica admits against its share of each tier's budget.
+        self.processes = workers * profile.gateway.replicas
+        self.admission = admission_gates(profile, self.processes)
         for name, gate in self.admission.items():
             self.metrics.watch_admission(name, gate)
         self.service = ChatService(
@@ -144,6 +164,7 @@ class AppState:
             judge=parts.judge,
             start_thresholds=parts.start_thresholds,
             engine_load=self.engine_load,
+            limits=limits,
         )
 
         self.override_path = Path(policy_override_path) if policy_override_path else None
