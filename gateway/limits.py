@@ -66,7 +66,7 @@ class TierLimits:
         requested = parsed.max_tokens
         wanted = limit.default_max_tokens if requested is None else requested
         # Counted exactly only where the count can change the answer (see gateway/prompt_tokens.py).
-        near = size.bound + wanted > limit.context_tokens
+        near = size.high + wanted > limit.context_tokens
         prompt = size.tokens(limit.counter, exact=near)
         return plan_output(prompt, limit.context_tokens, requested, limit.default_max_tokens)
 

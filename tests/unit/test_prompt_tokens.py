@@ -58,11 +58,31 @@ def test_far_from_a_limit_or_without_a_tokenizer_the_estimate_is_used(tmp_path: 
     assert size.tokens(ESTIMATE, exact=True) == size.estimate
 
 
-def test_the_byte_bound_is_never_below_a_byte_level_count(tmp_path: Path) -> None:
-    counter = load_counter(write_tokenizer(tmp_path))
-    for text in ("zzqx 12345 中文 ünïcödé", "a" * 500, "The capital of France is Paris." * 40, "🙂" * 30):
+TEXTS = (
+    "zzqx 12345 中文 ünïcödé " * 300,
+    "The capital of France is Paris.\n\n   It lies on the Seine. " * 200,
+    "def f(x):\n    return x + 1  # spaces   inside\n" * 300,
+    "a" * 5_000,
+)
+
+
+def _stand_in_or_tiny(tmp_path: Path) -> Path:
+    folder = stand_in_dir()
+    return folder / "tokenizer.json" if (folder / MARKER_NAME).is_file() else write_tokenizer(tmp_path)
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_counting_in_pieces_gives_the_count_of_one_encode(tmp_path: Path, text: str) -> None:
+    path = _stand_in_or_tiny(tmp_path)
+    assert len(text) > 4_000  # long enough to be cut into pieces
+    assert load_counter(path).count(text) == count(path, text)
+
+
+def test_the_high_guess_covers_english_prose_and_code(tmp_path: Path) -> None:
+    counter = load_counter(_stand_in_or_tiny(tmp_path))
+    for text in TEXTS[1:3]:
         size = PromptSize(text, messages=1)
-        assert size.tokens(counter, exact=True) <= size.bound
+        assert size.tokens(counter, exact=True) <= size.high
 
 
 def test_the_margin_covers_the_stand_in_models_chat_template() -> None:

@@ -97,7 +97,7 @@ def test_far_from_the_limit_the_estimate_sizes_the_prompt(limits: TierLimits) ->
 
 
 def test_a_tier_without_a_tokenizer_uses_the_estimate_even_near_its_limit(limits: TierLimits) -> None:
-    text = "x" * 15_000  # bytes (the bound) over the context, the estimate well under it
+    text = "x" * 15_000  # the high guess over the context, the estimate under it
     plan = limits.plan("large", _request(text))
     assert plan.prompt_tokens == estimate_tokens(text) + template_margin(1)
     assert plan.max_tokens == 64
