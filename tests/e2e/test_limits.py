@@ -108,3 +108,15 @@ def test_a_max_tokens_that_fits_is_passed_on_unchanged_and_not_reported(limited:
     assert answer.status_code == 200
     assert "x-tiergate-max-tokens-capped" not in answer.headers
     assert _last_request(fake)["max_tokens"] == 100
+
+
+def test_a_streamed_request_is_capped_the_same_way(limited: tuple[str, str, Path]) -> None:
+    base, fake, tok = limited
+    text = "Hi"
+    body = {"model": "small", "stream": True, "max_tokens": 10**9, "messages": [{"role": "user", "content": text}]}
+    with httpx.stream("POST", base + "/chat/completions", json=body, timeout=10) as answer:
+        events = [line for line in answer.iter_lines() if line.startswith("data: ")]
+        capped = answer.headers["x-tiergate-max-tokens-capped"]
+    assert answer.status_code == 200 and events[-1] == "data: [DONE]"
+    expected = CONTEXTS["small"] - count(tok, text) - template_margin(1)
+    assert int(capped) == expected == _last_request(fake)["max_tokens"]
