@@ -1,8 +1,8 @@
 """Prompt tokens, counted with the tier's own tokenizer where the gateway has it.
 
-Counting is not free. With the `tokenizers` library the stand-in model's tokenizer took about 0.3 ms
-for a 200-token prompt and about 15 ms for an 8k-token one (in chunks; 45 ms in one piece) on a
-loaded 2-core machine, against about 1 us for the bytes/4 estimate (tests/bench/prompt_tokens.py
+Counting is not free. With the `tokenizers` library the stand-in model's tokenizer took 0.2-0.3 ms
+for a 200-token prompt and 7-15 ms for an 8k-token one (in pieces; about 3x that in one piece) on a
+shared 2-core machine, against about 1 us for the bytes/4 estimate (tests/bench/prompt_tokens.py
 prints the numbers). So a prompt is counted exactly only when the answer depends on it: when a high
 guess of its size, twice the estimate (UTF-8 bytes / 2), plus the answer tokens it asks for could
 exceed the tier's context. Below that the prompt fits and max_tokens stands, and the estimate sizes
