@@ -15,6 +15,7 @@ that counts for it (deployments/limits.py reads both from the profile). For each
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,9 @@ from gateway.protocol import ParsedRequest
 from router.runtime.context_fit import OutputPlan, plan_output
 
 CAPPED_HEADER = b"x-tiergate-max-tokens-capped"
+# A prompt estimated this long is counted in a worker thread, not on the event loop: its count takes
+# milliseconds (gateway/prompt_tokens.py), a thread hop about 0.1 ms.
+OFF_LOOP_TOKENS = 4_096
 CONTEXT_CODE = "context_length_exceeded"
 
 
@@ -63,12 +67,26 @@ class TierLimits:
         """The prompt's tokens and the max_tokens `tier` can be asked for."""
         limit = self.by_tier[tier]
         size = prompt_size(parsed)
+        prompt = size.tokens(limit.counter, exact=self._near(limit, size, parsed))
+        return plan_output(prompt, limit.context_tokens, parsed.max_tokens, limit.default_max_tokens)
+
+    @staticmethod
+    def _near(limit: TierLimit, size: PromptSize, parsed: ParsedRequest) -> bool:
+        # Counted exactly only where the count can change the answer (see gateway/prompt_tokens.py).
         requested = parsed.max_tokens
         wanted = limit.default_max_tokens if requested is None else requested
-        # Counted exactly only where the count can change the answer (see gateway/prompt_tokens.py).
-        near = size.high + wanted > limit.context_tokens
-        prompt = size.tokens(limit.counter, exact=near)
-        return plan_output(prompt, limit.context_tokens, requested, limit.default_max_tokens)
+        return size.high + wanted > limit.context_tokens
+
+    async def count_long_prompt(self, parsed: ParsedRequest) -> None:
+        """Count a long prompt that some tier needs counted in a worker thread, before routing asks:
+        the plans made afterwards find the count made (tokenizers releases the GIL while encoding)."""
+        size = prompt_size(parsed)
+        if size.estimate - size.margin < OFF_LOOP_TOKENS:
+            return
+        counters = {lim.counter.key: lim.counter for lim in self.by_tier.values() if self._near(lim, size, parsed)}
+        for counter in counters.values():
+            if counter.exact and not size.counted(counter):
+                await asyncio.to_thread(size.tokens, counter, exact=True)
 
     def too_long(self, parsed: ParsedRequest, tiers: Sequence[str]) -> InvalidRequest:
         """The 400 for a prompt that fits none of `tiers` (those the request may use)."""

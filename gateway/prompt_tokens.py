@@ -105,6 +105,10 @@ class PromptSize:
         self.high = 2 * guess + self.margin
         self._counted: dict[str, int] = {}
 
+    def counted(self, counter: TokenCounter) -> bool:
+        """Whether this prompt was already counted with `counter`."""
+        return counter.key in self._counted
+
     def tokens(self, counter: TokenCounter, *, exact: bool) -> int:
         """The prompt's tokens for `counter`'s tier: counted when `exact` and the tier has a tokenizer,
         else the estimate (both with the template margin)."""

@@ -132,6 +132,7 @@ class ChatService:
         ctx = context_of(scope)
         try:
             parsed = parse_chat_request(await self._read_body(request))
+            await self.limits.count_long_prompt(parsed)
             route = self._choose_tier(request, parsed, ctx)
             if route.cascade:
                 response, held, route = await self._cascade(request, ctx, parsed, route)

@@ -3,6 +3,7 @@ each gateway process's share of a tier's KV budget."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,8 @@ from deployments.limits import context_tokens, tokenizer_file
 from deployments.model import MARKER_NAME, stand_in_dir
 from deployments.profile import Profile, ProfileError, TierSpec, load_profile, parse_profile
 from gateway.admission import process_share
-from gateway.limits import TierLimits, apply_plan
-from gateway.prompt_tokens import template_margin
+from gateway.limits import TierLimit, TierLimits, apply_plan
+from gateway.prompt_tokens import TokenCounter, load_counter, template_margin
 from gateway.protocol import parse_chat_request
 from gateway.settings import GatewaySettings
 from gateway.state import AppState, admission_gates
@@ -166,3 +167,23 @@ def test_serve_workers_reach_each_process_through_the_settings() -> None:
     again = GatewaySettings.from_env(settings.to_env())
     state = AppState(again.profile, workers=again.workers)
     assert state.processes == 4 and state.admission["small"].capacity_tokens == 250
+
+
+async def test_a_long_prompt_is_counted_off_the_event_loop_once(tmp_path: Path) -> None:
+    seen: list[int] = []
+
+    class Where(TokenCounter):
+        def count(self, text: str) -> int:
+            seen.append(threading.get_ident())
+            return super().count(text)
+
+    inner = load_counter(write_tokenizer(tmp_path / "tok"))
+    limits = TierLimits({"small": TierLimit(32_768, 64, Where(inner.key, inner.tokenizer))})
+    long = _request("The capital of France is Paris. " * 600, max_tokens=1_000_000_000)
+    await limits.count_long_prompt(long)
+    assert seen and seen[0] != threading.get_ident()
+    limits.plan("small", long)
+    assert len(seen) == 1  # the plan found the count made
+    short = _request("Hi", max_tokens=1_000_000_000)
+    await limits.count_long_prompt(short)
+    assert len(seen) == 1  # a short prompt is counted inline, when a plan needs it
