@@ -4,6 +4,7 @@ fits, a prompt no tier holds is a 400 naming the limit, and max_tokens is capped
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +121,19 @@ def test_a_streamed_request_is_capped_the_same_way(limited: tuple[str, str, Path
     assert answer.status_code == 200 and events[-1] == "data: [DONE]"
     expected = CONTEXTS["small"] - count(tok, text) - template_margin(1)
     assert int(capped) == expected == _last_request(fake)["max_tokens"]
+
+
+def test_an_absurd_max_tokens_reserves_one_context_not_the_whole_budget(tmp_path: Path) -> None:
+    """Budget 2,000 tokens, context 512: two callers asking for 1e9 tokens are served side by side.
+
+    Reserving what they asked for (clamped to the budget) would admit one at a time."""
+    with fake_upstream("--ttft-ms", "400") as fake:
+        path = tmp_path / "profile.yaml"
+        data = write_profile(path, "test-fake", endpoints=dict.fromkeys(CONTEXTS, fake))
+        data["tiers"][0].update({"context_length_tokens": 512, "kv_capacity_tokens": 2000})
+        path.write_text(yaml.safe_dump(data))
+        with gateway(path) as base, ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda _: _chat(base, "Hi", model="small", max_tokens=10**9), range(2)))
+        stats = httpx.get(fake.removesuffix("/v1") + "/fake/stats").json()
+    assert [a.status_code for a in answers] == [200, 200]
+    assert stats["max_in_flight"] == 2, stats
