@@ -239,7 +239,7 @@ class AppState:
                     "tiergate": {
                         "upstream_model": spec.upstream_model,
                         "ready": bool(tier.ready),
-                        "context_length_tokens": spec.context_length_tokens,
+                        "context_length_tokens": context_tokens(spec, self.profile.tiers),
                         "params_billions": spec.params_billions,
                     },
                 }

@@ -137,3 +137,9 @@ def test_an_absurd_max_tokens_reserves_one_context_not_the_whole_budget(tmp_path
         stats = httpx.get(fake.removesuffix("/v1") + "/fake/stats").json()
     assert [a.status_code for a in answers] == [200, 200]
     assert stats["max_in_flight"] == 2, stats
+
+
+def test_the_model_list_shows_the_context_each_tier_is_held_to(limited: tuple[str, str, Path]) -> None:
+    base, _, _ = limited
+    listed = {m["id"]: m for m in httpx.get(base + "/models").json()["data"]}
+    assert {name: listed[name]["tiergate"]["context_length_tokens"] for name in CONTEXTS} == CONTEXTS

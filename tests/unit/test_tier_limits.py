@@ -187,3 +187,22 @@ async def test_a_long_prompt_is_counted_off_the_event_loop_once(tmp_path: Path) 
     short = _request("Hi", max_tokens=1_000_000_000)
     await limits.count_long_prompt(short)
     assert len(seen) == 1  # a short prompt is counted inline, when a plan needs it
+
+
+def test_the_model_list_shows_the_engines_limit_not_a_larger_tier_setting() -> None:
+    profile = parse_profile(
+        {
+            "tiers": [
+                {
+                    "name": "small",
+                    "endpoint": "http://127.0.0.1:9/v1",
+                    "upstream_model": "s",
+                    "context_length_tokens": 8192,
+                    "kv_capacity_tokens": 10_000,
+                    "serving": {"model_source": "x", "max_model_len_tokens": 2048},
+                }
+            ]
+        }
+    )
+    listed = AppState(profile).model_list(0)["data"]
+    assert listed[1]["tiergate"]["context_length_tokens"] == 2048
