@@ -375,7 +375,8 @@ class ChatService:
                 except HTTPError as err:
                     if not (err.counts_as_tier_failure or isinstance(err, TierUnavailable)):
                         raise
-                    nxt = None if pinned or not self.resilience.fallback else self._fallback_tier(route, tier, ctx)
+                    fall_back = not pinned and self.resilience.fallback
+                    nxt = self._fallback_tier(route, tier, ctx, parsed) if fall_back else None
                     if nxt is None:
                         raise
                 lease.release()
@@ -388,14 +389,15 @@ class ChatService:
             lease.release()
             raise
 
-    def _fallback_tier(self, route: Route, failed: Tier, ctx: RequestContext) -> Tier | None:
+    def _fallback_tier(self, route: Route, failed: Tier, ctx: RequestContext, parsed: ParsedRequest) -> Tier | None:
         """The next tier to try: up the route's ladder first (never a worse answer), then down from
-        where routing started, nearest first, as the policy does for a tier known to be down."""
+        where routing started, nearest first, as the policy does for a tier known to be down; only
+        tiers whose context holds the prompt (gateway.limits)."""
         names = self.tiers.names
         start = names.index(route.tier.name)
         skip = {*ctx.fallen_from, failed.name} | self.tiers.unavailable()
         for name in (*route.ladder, *reversed(names[:start])):
-            if name not in skip:
+            if name not in skip and self.limits.plan(name, parsed).fits:
                 return self.tiers.by_name[name]
         return None
 

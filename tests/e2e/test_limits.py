@@ -143,3 +143,24 @@ def test_the_model_list_shows_the_context_each_tier_is_held_to(limited: tuple[st
     base, _, _ = limited
     listed = {m["id"]: m for m in httpx.get(base + "/models").json()["data"]}
     assert {name: listed[name]["tiergate"]["context_length_tokens"] for name in CONTEXTS} == CONTEXTS
+
+
+def test_a_fallback_skips_a_tier_whose_context_is_too_small(tmp_path: Path) -> None:
+    """large fails; falling back down, medium (512) cannot hold the prompt, so small (2,048) answers."""
+    tok = write_tokenizer(tmp_path / "tok")
+    contexts = {"small": 2048, "medium": 512, "large": 4096}
+    with fake_upstream() as ok, fake_upstream("--failure-rate", "1") as broken:
+        path = tmp_path / "profile.yaml"
+        data = write_profile(
+            path,
+            "test-fake",
+            endpoints={"small": ok, "medium": ok, "large": broken},
+            routing={"thresholds": [0.0, 0.0]},  # the rule scorer picks large
+        )
+        for tier in data["tiers"]:
+            tier.update({"context_length_tokens": contexts[tier["name"]], "tokenizer": str(tok)})
+        path.write_text(yaml.safe_dump(data))
+        with gateway(path) as base:
+            answer = _chat(base, LONG, max_tokens=8)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["x-tiergate-tier"] == "small"
