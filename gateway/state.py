@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from deployments.economics import tier_economics
 from deployments.planning import TierPlanningError, kv_tokens_capacity
 from deployments.profile import Profile, ProfileError, RoutingSpec
 from gateway.admission import TierAdmission
+from gateway.background import stop_task
 from gateway.engine_load import EngineLoadPoller
 from gateway.metrics import GatewayMetrics
 from gateway.policy_watch import PolicyWatcher, write_override
@@ -147,6 +149,7 @@ class AppState:
         )
 
         self.override_path = Path(policy_override_path) if policy_override_path else None
+        self._metrics_task: asyncio.Task[None] | None = None
         self.policy_watch = PolicyWatcher(
             self.apply_routing,
             profile_path=Path(profile_path) if profile_path else None,
@@ -177,8 +180,12 @@ class AppState:
         self.tiers.start(self.client, probe_interval_s)
         await self.engine_load.start()
         self.policy_watch.start()
+        if self.metrics.multiprocess_dir is not None:
+            self._metrics_task = asyncio.create_task(self.metrics.refresh_loop())
 
     async def stop(self) -> None:
+        await stop_task(self._metrics_task)
+        self.metrics.process_exit()
         await self.policy_watch.stop()
         await self.engine_load.stop()
         await self.tiers.stop()
