@@ -203,7 +203,7 @@ class GatewayMetrics:
             "tiergate_admission_in_flight_tokens", "KV tokens held by admitted requests.", ["tier"], "livesum"
         )
         self.admission_seqs = self.gauge(
-            "tiergate_tier_in_flight_requests", "Requests holding a lease on the tier's engine now.", ["tier"], "livesum"
+            "tiergate_tier_in_flight_requests", "Requests holding a lease on the tier's engine.", ["tier"], "livesum"
         )
         self.admission_capacity = self.gauge(
             "tiergate_admission_capacity_tokens",

@@ -1,0 +1,106 @@
+"""The gateway's metrics in one process, and the multiprocess bookkeeping that keeps N workers right."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.admission import TierAdmission
+from gateway.context import RequestContext
+from gateway.metrics import MULTIPROC_ENV, GatewayMetrics, forget_dead_processes, multiprocess_dir
+from router.errors import ConfigError
+
+
+def _samples(metrics: GatewayMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_admission_gauges_show_the_gate_as_it_is_at_scrape_time() -> None:
+    metrics = GatewayMetrics(["small", "large"], router_version="v", policy="rule")
+    gate = TierAdmission("small", capacity_tokens=1000)
+    metrics.watch_admission("small", gate)
+    lease = gate.try_lease(300)
+    assert lease is not None
+    held = _samples(metrics)
+    assert held[("tiergate_admission_in_flight_tokens", (("tier", "small"),))] == 300
+    assert held[("tiergate_tier_in_flight_requests", (("tier", "small"),))] == 1
+    assert held[("tiergate_admission_capacity_tokens", (("tier", "small"),))] == 1000
+    lease.release()
+    assert _samples(metrics)[("tiergate_tier_in_flight_requests", (("tier", "small"),))] == 0
+
+
+def test_savings_and_overspend_split_by_sign_so_both_stay_counters() -> None:
+    metrics = GatewayMetrics(["small", "large"], router_version="v", policy="rule")
+    metrics.saved("small", 0.25)
+    metrics.saved("large", -0.1)
+    metrics.saved("large", 0.0)
+    metrics.spent("small", 0.05, "ab12cd34")
+    got = _samples(metrics)
+    assert got[("tiergate_savings_usd_total", (("tier", "small"),))] == pytest.approx(0.25)
+    assert got[("tiergate_overspend_usd_total", (("tier", "large"),))] == pytest.approx(0.1)
+    assert ("tiergate_savings_usd_total", (("tier", "large"),)) not in got
+    assert got[("tiergate_cost_usd_total", (("key", "ab12cd34"), ("tier", "small")))] == pytest.approx(0.05)
+
+
+def test_router_scores_are_observed_per_tier_below_the_top() -> None:
+    metrics = GatewayMetrics(["small", "medium", "large"], router_version="v", policy="rule")
+    metrics.scored([0.15, 0.95])
+    got = _samples(metrics)
+    assert got[("tiergate_router_score_count", (("tier", "small"),))] == 1
+    assert got[("tiergate_router_score_bucket", (("le", "0.2"), ("tier", "small")))] == 1
+    assert got[("tiergate_router_score_bucket", (("le", "0.9"), ("tier", "medium")))] == 0
+    assert ("tiergate_router_score_count", (("tier", "large"),)) not in got
+
+
+def test_inter_token_latency_is_the_streams_span_over_its_tokens() -> None:
+    ctx = RequestContext(request_id="r", t0=10.0)
+    ctx.token_relayed(10.2)
+    ctx.token_relayed(10.5)
+    ctx.token_relayed(11.2)
+    ctx.completion_tokens = 4
+    assert ctx.ttft_s == pytest.approx(0.2)
+    assert ctx.inter_token_s() == pytest.approx(1.0 / 3)
+    ctx.completion_tokens = 1
+    assert ctx.inter_token_s() is None
+    assert RequestContext(request_id="r", t0=0.0).inter_token_s() is None
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _write(path: Path, value: float) -> None:
+    d = MmapedDict(str(path))
+    d.write_value(mmap_key("tiergate_in_flight_requests", "tiergate_in_flight_requests", (), (), "doc"), value, 0.0)
+    d.close()
+
+
+def test_a_killed_workers_live_gauges_are_forgotten_but_its_counts_stay(tmp_path: Path) -> None:
+    dead = _dead_pid()
+    _write(tmp_path / f"gauge_livesum_{dead}.db", 3.0)
+    _write(tmp_path / f"gauge_livesum_{os.getpid()}.db", 1.0)
+    _write(tmp_path / f"counter_{dead}.db", 7.0)
+    assert forget_dead_processes(str(tmp_path)) == [dead]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"gauge_livesum_{os.getpid()}.db", f"counter_{dead}.db"]
+    )
+
+
+def test_a_multiprocess_folder_set_after_prometheus_client_loaded_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    assert multiprocess_dir() is None
+    monkeypatch.setenv(MULTIPROC_ENV, "/nonexistent")
+    with pytest.raises(ConfigError, match="before start-up"):
+        multiprocess_dir()
