@@ -354,6 +354,9 @@ class GatewayMetrics:
     def watch_admission(self, tier: str, gate: AdmissionView) -> None:
         """Report the gate's live numbers under `tier`: copied by `refresh`, so the hot path updates nothing."""
         self.admission_capacity.labels(tier).set(gate.capacity_tokens or 0)
+        # Counted from zero, so the first rejection shows in rate() (a series born at 1 shows none).
+        for outcome in ("refused", "overflowed"):
+            self.admission_rejections.labels(tier, outcome)
         self._watched.append(
             _Watched(
                 self.admission_queue.labels(tier),
