@@ -72,7 +72,7 @@ def forget_dead_processes(path: str) -> list[int]:
         pid = int(pid_text)
         if pid in gone or _alive(pid):
             continue
-        mark_process_dead(pid, path)
+        mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
         gone.append(pid)
     return gone
 
@@ -383,7 +383,7 @@ class GatewayMetrics:
     def process_exit(self) -> None:
         """This worker is stopping: its live gauges (in flight, queued) stop counting at once."""
         if self.multiprocess_dir is not None:
-            mark_process_dead(os.getpid(), self.multiprocess_dir)
+            mark_process_dead(os.getpid(), self.multiprocess_dir)  # type: ignore[no-untyped-call]
 
     def observe(
         self,
@@ -423,5 +423,5 @@ class GatewayMetrics:
             return generate_latest(self.registry)
         forget_dead_processes(self.multiprocess_dir)
         merged = CollectorRegistry(auto_describe=True)
-        MultiProcessCollector(merged, self.multiprocess_dir)
+        MultiProcessCollector(merged, self.multiprocess_dir)  # type: ignore[no-untyped-call]
         return generate_latest(merged)

@@ -29,6 +29,9 @@ RULES = REPO / "k8s" / "monitoring" / "prometheusrule.yaml"
 # metrics are served.
 PENDING_PANELS = frozenset({"Circuit breaker state by tier", "Retries and fallbacks (req/s)",
                             "Rate-limit rejections and budgets by key"})  # fmt: skip
+# The metrics those panels read, defined and documented with them.
+PENDING_METRICS = frozenset({"tiergate_breaker_state", "tiergate_retries_total", "tiergate_fallbacks_total",
+                             "tiergate_ratelimit_rejections_total", "tiergate_key_budget_remaining_usd"})  # fmt: skip
 # What Grafana's variables stand for when the queries run outside Grafana.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$tier": ".*"}
 

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.admission import TierAdmission
@@ -75,27 +74,36 @@ def test_inter_token_latency_is_the_streams_span_over_its_tokens() -> None:
     assert RequestContext(request_id="r", t0=0.0).inter_token_s() is None
 
 
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
+_WORKER = """
+import sys, time
+from prometheus_client import Counter, Gauge
+Gauge("tiergate_in_flight_requests", "d", multiprocess_mode="livesum").set(3)
+Counter("tiergate_requests", "d").inc()
+print("ready", flush=True)
+time.sleep(float(sys.argv[1]))
+"""
 
 
-def _write(path: Path, value: float) -> None:
-    d = MmapedDict(str(path))
-    d.write_value(mmap_key("tiergate_in_flight_requests", "tiergate_in_flight_requests", (), (), "doc"), value, 0.0)
-    d.close()
+def _worker(folder: Path, linger_s: float) -> subprocess.Popen[str]:
+    """A process writing its metrics to `folder` as a gateway worker does, then lingering."""
+    env = {**os.environ, MULTIPROC_ENV: str(folder)}
+    proc = subprocess.Popen([sys.executable, "-c", _WORKER, str(linger_s)], env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
 
 
 def test_a_killed_workers_live_gauges_are_forgotten_but_its_counts_stay(tmp_path: Path) -> None:
-    dead = _dead_pid()
-    _write(tmp_path / f"gauge_livesum_{dead}.db", 3.0)
-    _write(tmp_path / f"gauge_livesum_{os.getpid()}.db", 1.0)
-    _write(tmp_path / f"counter_{dead}.db", 7.0)
-    assert forget_dead_processes(str(tmp_path)) == [dead]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [f"gauge_livesum_{os.getpid()}.db", f"counter_{dead}.db"]
-    )
+    dead = _worker(tmp_path, 0)
+    dead.communicate()
+    alive = _worker(tmp_path, 30)
+    try:
+        assert forget_dead_processes(str(tmp_path)) == [dead.pid]
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            [f"gauge_livesum_{alive.pid}.db", f"counter_{dead.pid}.db", f"counter_{alive.pid}.db"]
+        )
+    finally:
+        alive.kill()
+        alive.communicate()
 
 
 def test_a_multiprocess_folder_set_after_prometheus_client_loaded_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
