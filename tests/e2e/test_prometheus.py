@@ -13,7 +13,6 @@ TiergateTierDown and TiergateHighErrorRate must fire.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -24,39 +23,23 @@ import pytest
 import yaml
 
 from gateway.middleware import key_id
+from tests.e2e.test_cascade import FIXTURE, MODELS, ROWS
+from tests.e2e.test_cascade import _profile as cascade_profile
 from tests.monitoring.promstack import PENDING_PANELS, Prometheus, dashboard_queries, prometheus, rule_groups
-from tests.procs import REPO, Proc, free_port, gateway, running, tiergate_cmd
+from tests.procs import Proc, free_port, gateway, running, tiergate_cmd
 
-FIXTURE = REPO / "tests" / "fixtures" / "outcomes-small.jsonl"
-ROWS = [json.loads(line) for line in FIXTURE.read_text().splitlines() if line.strip()]
-MODELS = {"small": "mistralai/mistral-7b-chat", "mid": "mistralai/mixtral-8x7b-chat", "large": "gpt-4-1106-preview"}
-PRICE = {"small": 1.0, "mid": 10.0, "large": 100.0}  # USD per million tokens
 KEY = "sk-metrics-test-0123456789"
 FAILURES = 12
 
 
 def _profile(endpoints: dict[str, str]) -> dict[str, Any]:
-    return {
-        "name": "metrics-e2e",
-        "tiers": [
-            {
-                "name": tier,
-                "endpoint": endpoints[tier],
-                "upstream_model": MODELS[tier],
-                "router_rung": MODELS[tier],
-                "context_length_tokens": 32768,
-                "default_max_tokens": 64,
-                "latency_plan": "llama-3.2-1b@h100-80gb",
-                "engine_max_num_seqs": 8,
-                "kv_capacity_tokens": 200000,
-                "price_per_million_prompt_tokens_usd": PRICE[tier],
-                "price_per_million_output_tokens_usd": PRICE[tier],
-            }
-            for tier in ("small", "mid", "large")
-        ],
-        "routing": {"policy": "learned", "scorer_artifact": "default", "cascade": {"enabled": True}},
-        "gateway": {"access_log": False, "api_keys": [KEY]},
-    }
+    """The cascade tests' profile (recorded answers, learned router, cascade on), with an API key and a
+    bounded KV budget per tier so the key and admission panels have series to show."""
+    data = cascade_profile(endpoints)
+    data["gateway"] = {"access_log": False, "api_keys": [KEY]}
+    for tier in data["tiers"]:
+        tier["kv_capacity_tokens"] = 200000
+    return data
 
 
 class Stack:
