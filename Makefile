@@ -61,6 +61,7 @@ bench: $(DEV_STAMP) ## benchmarks: tiergate vs a bare proxy vs the upstream (wrk
 	$(BIN)/python -m tests.bench.overhead
 	$(BIN)/python -m tests.bench.router_speed
 	$(BIN)/python -m tests.bench.faults
+	$(BIN)/python -m tests.bench.metrics_cost
 
 bench-serving: setup ## the real local stack: cold start, first request, tokens/s via gateway vs Ray Serve
 	$(BIN)/python -m tests.bench.serving

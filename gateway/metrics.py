@@ -2,11 +2,11 @@
 
 Two modes, chosen by prometheus-client itself from the environment when it is first imported:
 
-- One process (tests, an embedding application): a registry owned by each app instance, so tests
-  can build many apps in one process.
-- N worker processes (`tiergate serve` sets `PROMETHEUS_MULTIPROC_DIR` to a fresh folder before any
-  worker starts): every process writes its values to its own memory-mapped files there, and a
-  scrape of any worker merges all of them (prometheus-client's multiprocess mode). Counters and
+- One process (one worker, tests, an embedding application): a registry owned by each app
+  instance, so tests can build many apps in one process.
+- N worker processes (`tiergate serve --workers N`, N > 1, sets `PROMETHEUS_MULTIPROC_DIR` to a
+  fresh folder before any worker starts): every process writes its values to its own memory-mapped
+  files there, and a scrape of any worker merges all of them (prometheus-client's multiprocess mode). Counters and
   histograms add up across workers, dead ones included, so totals never drop; each gauge names how
   its per-process values combine (`multiprocess_mode`), the `live*` modes forgetting a worker that
   has exited. Gauges must therefore be set, never computed at scrape time (`set_function` is not
@@ -289,6 +289,7 @@ class GatewayMetrics:
         # Children looked up once: labels() costs a lock and a dict build on every call.
         self._cost_children: dict[tuple[str, str], Counter] = {}
         self._slo_children: dict[tuple[str, str], Counter] = {}
+        self._saved_children: dict[tuple[str, bool], Counter] = {}
         self._score_children = [self.router_score.labels(name) for name in tier_names[:-1]]
         self._watched: list[_Watched] = []
         for name in tier_names:
@@ -339,10 +340,13 @@ class GatewayMetrics:
 
     def saved(self, tier: str, usd: float) -> None:
         """One answered request's savings against the top tier (negative: it cost more than that)."""
-        if usd > 0:
-            self.savings.labels(tier).inc(usd)
-        elif usd < 0:
-            self.overspend.labels(tier).inc(-usd)
+        if usd == 0:
+            return
+        key = (tier, usd > 0)
+        child = self._saved_children.get(key)
+        if child is None:
+            child = self._saved_children[key] = (self.savings if usd > 0 else self.overspend).labels(tier)
+        child.inc(abs(usd))
 
     def slo_result(self, latency_class: str, result: str) -> None:
         key = (latency_class, result)

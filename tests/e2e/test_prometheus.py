@@ -1,6 +1,6 @@
 """The dashboard and the alerts, proven against a real Prometheus scraping a real gateway.
 
-Three replay tiers (recorded answers of the fixture's three models) behind a gateway running the
+Three replay tiers (recorded answers of the fixture's three models) behind a 2-worker gateway running the
 shipped learned router with the cascade on; mixed traffic (routed, pinned, streamed, a caller's
 error, cascade climbs); Prometheus scrapes the gateway every second. Every query of the gateway's
 dashboard panels must then return data, and every engine query must at least be accepted.
@@ -72,7 +72,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             endpoints[tier] = f"http://127.0.0.1:{port}/v1"
         path = tmp / "profile.yaml"
         path.write_text(yaml.safe_dump(_profile(endpoints)))
-        base = es.enter_context(gateway(path))
+        # Two workers: the queries run on what a scrape merges from both (as in the k8s Deployment).
+        base = es.enter_context(gateway(path, workers=2))
         target = base.removeprefix("http://").removesuffix("/v1")
         prom = es.enter_context(prometheus(tmp, target, rule_groups(for_override="0s", interval="1s")))
         served = Stack(base, prom, procs)
