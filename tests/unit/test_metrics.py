@@ -112,3 +112,19 @@ def test_a_multiprocess_folder_set_after_prometheus_client_loaded_is_refused(mon
     monkeypatch.setenv(MULTIPROC_ENV, "/nonexistent")
     with pytest.raises(ConfigError, match="before start-up"):
         multiprocess_dir()
+
+
+def test_the_k8s_gateway_with_workers_has_a_writable_folder_for_their_metrics() -> None:
+    import yaml
+
+    from tests.procs import REPO
+
+    docs = list(yaml.safe_load_all((REPO / "k8s" / "gateway.yaml").read_text()))
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    container = next(c for c in pod["containers"] if c["name"] == "gateway")
+    args = container["args"]
+    assert int(args[args.index("--workers") + 1]) > 1
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/tmp")
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert "emptyDir" in volume
