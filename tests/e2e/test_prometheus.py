@@ -22,21 +22,28 @@ import httpx
 import pytest
 import yaml
 
-from gateway.middleware import key_id
+from deployments.keys import key_id
 from tests.e2e.test_cascade import FIXTURE, MODELS, ROWS
 from tests.e2e.test_cascade import _profile as cascade_profile
 from tests.monitoring.promstack import PENDING_PANELS, Prometheus, dashboard_queries, prometheus, rule_groups
 from tests.procs import Proc, free_port, gateway, running, tiergate_cmd
 
 KEY = "sk-metrics-test-0123456789"
+# A second key held to 2 requests a minute (1 per worker): its third request in a row is refused.
+LIMITED = "sk-metrics-limited-0123456789"
 FAILURES = 12
 
 
 def _profile(endpoints: dict[str, str]) -> dict[str, Any]:
-    """The cascade tests' profile (recorded answers, learned router, cascade on), with an API key and a
-    bounded KV budget per tier so the key and admission panels have series to show."""
+    """The cascade tests' profile (recorded answers, learned router, cascade on), with API keys, a USD
+    budget per key and a bounded KV budget per tier, so the key and admission panels have series to show."""
     data = cascade_profile(endpoints)
-    data["gateway"] = {"access_log": False, "api_keys": [KEY]}
+    data["gateway"] = {
+        "access_log": False,
+        "api_keys": [KEY],
+        "keys": [{"key": LIMITED, "requests_per_minute": 2}],
+        "key_limits": {"budget_usd": 1000.0},
+    }
     for tier in data["tiers"]:
         tier["kv_capacity_tokens"] = 200000
     return data
@@ -97,6 +104,11 @@ def _mixed_traffic(stack: Stack) -> dict[str, int]:
     for row in ROWS[8:11]:
         assert stack.chat("auto", row["prompt"], "realtime", stream=True).status_code == 200
     assert stack.chat("no-such-tier", "hello").status_code == 404
+    with httpx.Client(headers={"authorization": f"Bearer {LIMITED}"}, timeout=30) as limited:
+        body = {"model": "small", "max_tokens": 8, "messages": [{"role": "user", "content": ROWS[0]["prompt"]}]}
+        statuses = [limited.post(stack.base + "/chat/completions", json=body).status_code for _ in range(3)]
+    assert statuses.count(429) >= 1, statuses
+    seen["limited_ok"], seen["refused"] = statuses.count(200), statuses.count(429)
     return seen
 
 
@@ -139,7 +151,10 @@ def test_every_dashboard_query_returns_data_and_alerts_fire_on_a_downed_tier(sta
         r["metric"]["status"]: round(float(r["value"][1]))
         for r in stack.prom.query("sum by (status) (tiergate_requests_total)")
     }
-    assert by_status == {"200": seen["ok"] + 6 + 3, "404": 1, "502": FAILURES}
+    ok = seen["ok"] + 6 + 3 + seen["limited_ok"]
+    assert by_status == {"200": ok, "404": 1, "429": seen["refused"], "502": FAILURES}
     keyed = stack.prom.query("sum by (key) (tiergate_cost_usd_total)")
-    assert [r["metric"]["key"] for r in keyed] == [key_id(KEY)]
+    assert {r["metric"]["key"] for r in keyed} == {key_id(KEY), key_id(LIMITED)}
+    left = stack.prom.query("sum by (key) (tiergate_key_budget_remaining_usd)")
+    assert {r["metric"]["key"] for r in left} == {key_id(KEY), key_id(LIMITED)}
     assert time.monotonic() - started < 60
