@@ -249,11 +249,9 @@ class GatewayMetrics:
             ["tier"],
             registry=r,
         )
-        self.breaker_state = Gauge(
-            "tiergate_breaker_state",
-            "Each tier's circuit breaker: 0 closed, 1 half-open, 2 open.",
-            ["tier"],
-            registry=r,
+        # Each worker keeps its own breakers: the worst one shows (a tier some worker will not call).
+        self.breaker_state = self.gauge(
+            "tiergate_breaker_state", "Each tier's circuit breaker: 0 closed, 1 half-open, 2 open.", ["tier"], "livemax"
         )
         self.breaker_transitions = Counter(
             "tiergate_breaker_transitions",

@@ -1,20 +1,26 @@
 """The dashboard and the alerts, proven against a real Prometheus scraping a real gateway.
 
-Three replay tiers (recorded answers of the fixture's three models) behind a 2-worker gateway running the
-shipped learned router with the cascade on; mixed traffic (routed, pinned, streamed, a caller's
-error, cascade climbs); Prometheus scrapes the gateway every second. Every query of the gateway's
-dashboard panels must then return data, and every engine query must at least be accepted.
+Three replay tiers (recorded answers of the fixture's three models) behind a 2-worker gateway running
+the shipped learned router with the cascade on; mixed traffic (routed, pinned, streamed, a caller's
+error, cascade climbs, a rate-limited key); Prometheus scrapes the gateway every second. Every query
+of the gateway's dashboard panels must then return data, and every engine query must be accepted.
 
-The injected fault: the large tier's process is stopped. Pinned requests to it fail with 502 and the
-gateway's probe marks it down. Prometheus loads the real PrometheusRule's groups with every `for:`
-set to 0 s and a 1 s evaluation interval (the windows of the expressions are unchanged), and
-TiergateTierDown and TiergateHighErrorRate must fire.
+The injected fault: the mid tier's process is frozen (SIGSTOP): it still accepts connections but
+never answers, so its calls time out and are retried, routed requests fall back to the large tier,
+requests pinned to mid fail with 504, and the gateway's probe (2 s timeout) marks it down.
+Prometheus loads the real PrometheusRule's groups with every `for:` set to 0 s and a 1 s evaluation
+interval (the windows of the expressions are unchanged), and TiergateTierDown and
+TiergateHighErrorRate must fire.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from typing import Any
 
@@ -25,13 +31,13 @@ import yaml
 from deployments.keys import key_id
 from tests.e2e.test_cascade import FIXTURE, MODELS, ROWS
 from tests.e2e.test_cascade import _profile as cascade_profile
-from tests.monitoring.promstack import PENDING_PANELS, Prometheus, dashboard_queries, prometheus, rule_groups
+from tests.monitoring.promstack import Prometheus, dashboard_queries, prometheus, rule_groups
 from tests.procs import Proc, free_port, gateway, running, tiergate_cmd
 
 KEY = "sk-metrics-test-0123456789"
 # A second key held to 2 requests a minute (1 per worker): its third request in a row is refused.
 LIMITED = "sk-metrics-limited-0123456789"
-FAILURES = 12
+FAILURES = 12  # requests pinned to the frozen tier, in waves
 
 
 def _profile(endpoints: dict[str, str]) -> dict[str, Any]:
@@ -43,6 +49,11 @@ def _profile(endpoints: dict[str, str]) -> dict[str, Any]:
         "api_keys": [KEY],
         "keys": [{"key": LIMITED, "requests_per_minute": 2}],
         "key_limits": {"budget_usd": 1000.0},
+        # A frozen tier costs each try 0.3 s, and the request still has time to fall back. No breaker:
+        # every request pinned to the frozen tier reaches it and ends in its fault (a breaker would answer
+        # 503 itself, which is not the tier's fault; its own tests are the resilience tests').
+        "request_timeout_s": 10.0,
+        "resilience": {"try_timeout_s": 0.3, "breaker_enabled": False},
     }
     for tier in data["tiers"]:
         tier["kv_capacity_tokens"] = 200000
@@ -77,6 +88,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             cmd = tiergate_cmd("fake-upstream", "--port", str(port), "--replay", str(FIXTURE), "--model", model)
             procs[tier] = es.enter_context(running(cmd, f"http://127.0.0.1:{port}/health"))
             endpoints[tier] = f"http://127.0.0.1:{port}/v1"
+            es.callback(_thaw, procs[tier])  # before it is stopped: a frozen process ignores SIGTERM
         path = tmp / "profile.yaml"
         path.write_text(yaml.safe_dump(_profile(endpoints)))
         # Two workers: the queries run on what a scrape merges from both (as in the k8s Deployment).
@@ -86,6 +98,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         served = Stack(base, prom, procs)
         es.callback(served.client.close)
         yield served
+
+
+def _thaw(proc: Proc) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.popen.pid, signal.SIGCONT)
 
 
 def _mixed_traffic(stack: Stack) -> dict[str, int]:
@@ -119,18 +136,23 @@ def test_every_dashboard_query_returns_data_and_alerts_fire_on_a_downed_tier(sta
     stack.prom.wait_scrapes(3)
     assert not stack.prom.firing() & {"TiergateTierDown", "TiergateHighErrorRate"}
 
-    # The fault: the large tier's process goes away; requests pinned to it fail.
-    stack.tiers["large"].stop()
-    failed = []
-    # Spread over several scrapes: a series first seen already at its final count shows no rate().
-    for _ in range(FAILURES):
-        failed.append(stack.chat("large", ROWS[0]["prompt"]).status_code)
-        time.sleep(0.25)
-    assert set(failed) == {502}, failed
+    # The fault: the mid tier freezes. Requests routed now still see it ready (its probe takes 2 s to
+    # fail), so the ones that climb to mid fall back to large; requests pinned to mid fail.
+    os.kill(stack.tiers["mid"].popen.pid, signal.SIGSTOP)
+    with ThreadPoolExecutor(8) as pool:
+        routed = list(pool.map(lambda row: stack.chat("auto", row["prompt"]), ROWS[:8]))
+        failed: list[int] = []
+        # In waves over several scrapes: a series first seen already at its final count shows no rate().
+        for _ in range(FAILURES // 3):
+            failed += [r.status_code for r in pool.map(lambda _: stack.chat("mid", ROWS[0]["prompt"]), range(3))]
+            time.sleep(0.5)
+    assert [r.status_code for r in routed] == [200] * len(routed)
+    assert set(failed) == {504}, failed
     firing = stack.prom.wait_firing({"TiergateTierDown", "TiergateHighErrorRate"}, timeout_s=30)
     assert {"TiergateTierDown", "TiergateHighErrorRate"} <= firing, firing
     down = stack.prom.query('ALERTS{alertname="TiergateTierDown",alertstate="firing"}')
-    assert [a["metric"]["tier"] for a in down] == ["large"]
+    assert [a["metric"]["tier"] for a in down] == ["mid"]
+    assert stack.prom.query('sum(tiergate_fallbacks_total{from_tier="mid",to_tier="large"})')
 
     problems: list[str] = []
     checked = 0
@@ -141,7 +163,7 @@ def test_every_dashboard_query_returns_data_and_alerts_fire_on_a_downed_tier(sta
             problems.append(f"{q.panel} [{q.legend}]: refused: {err}")
             continue
         checked += 1
-        if not result and not q.engine and q.panel not in PENDING_PANELS:
+        if not result and not q.engine:
             problems.append(f"{q.panel} [{q.legend}]: no data: {q.runnable}")
     assert not problems, "\n".join(problems)
     assert checked == len(dashboard_queries())
@@ -151,8 +173,9 @@ def test_every_dashboard_query_returns_data_and_alerts_fire_on_a_downed_tier(sta
         r["metric"]["status"]: round(float(r["value"][1]))
         for r in stack.prom.query("sum by (status) (tiergate_requests_total)")
     }
-    ok = seen["ok"] + 6 + 3 + seen["limited_ok"]
-    assert by_status == {"200": ok, "404": 1, "429": seen["refused"], "502": FAILURES}
+    ok = seen["ok"] + 6 + 3 + seen["limited_ok"] + len(routed)
+    assert {k: v for k, v in by_status.items() if k < "500"} == {"200": ok, "404": 1, "429": seen["refused"]}
+    assert {k: v for k, v in by_status.items() if k >= "500"} == {"504": FAILURES}
     keyed = stack.prom.query("sum by (key) (tiergate_cost_usd_total)")
     assert {r["metric"]["key"] for r in keyed} == {key_id(KEY), key_id(LIMITED)}
     left = stack.prom.query("sum by (key) (tiergate_key_budget_remaining_usd)")
