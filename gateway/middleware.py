@@ -96,6 +96,7 @@ class RequestContextMiddleware:
                     overhead_s=max(total_s - ctx.upstream_s, 0.0),
                     prompt_tokens=ctx.prompt_tokens,
                     completion_tokens=ctx.completion_tokens,
+                    inter_token_s=ctx.inter_token_s(),
                 )
             if self.access_sink is not None:
                 self.access_sink(_access_line(scope, ctx, status, total_s))

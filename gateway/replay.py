@@ -273,6 +273,8 @@ class ReplaySettings:
     startup_timeout_s: float = 60.0
     # "cascade": learned scorer + live cascade (the shipped policy); "learned": scorer alone; "rule".
     policy: str = "cascade"
+    # The gateway's port (None: a free one), for a caller that scrapes its /metrics meanwhile.
+    gateway_port: int | None = None
 
 
 def profile_data(endpoints: Mapping[str, str], models: Mapping[str, str], plans: Mapping[str, LatencyPlan],
@@ -359,7 +361,7 @@ def run_replay(settings: ReplaySettings, progress: Callable[[str], None] = lambd
             specs.append((args, f"tier-{tier}", f"http://127.0.0.1:{port}/health"))
             endpoints[tier] = f"http://127.0.0.1:{port}/v1"
             progress(f"replay: tier {tier}: {settings.models[tier]} at {settings.plans[tier]}")
-        gw_port = free_port()
+        gw_port = settings.gateway_port or free_port()
         profile = Path(tmp) / "replay-profile.yaml"
         budgets = settings.drive.budgets_ms
         profile_dict = profile_data(endpoints, settings.models, plans, gw_port, budgets, settings.policy)

@@ -81,6 +81,8 @@ class Route:
     conversation: str | None = None
     # Every tier's estimate for this request, when an estimator is set (model=auto only).
     estimates: Mapping[str, Estimate] = field(default_factory=dict)
+    # USD already spent on cascade attempts before the tier that answers (a live stream's climb).
+    spent_before_usd: float = 0.0
 
 
 class ChatService:
@@ -235,6 +237,7 @@ class ChatService:
         route, decision = self._decide(request.headers, parsed, parsed.checked.model)
         if decision is not None:
             self.metrics.routed(decision.tier, decision.reason)
+            self.metrics.scored(decision.scores)
         ctx.routed(
             route.tier.name,
             latency_class=route.latency_class,
@@ -339,6 +342,13 @@ class ChatService:
         econ = self.economics.get(tier)
         return 0.0 if econ is None else econ.cost_usd(prompt_tokens, completion_tokens)
 
+    def _account(self, ctx: RequestContext, tier: str, cost_usd: float, spent_before_usd: float) -> None:
+        """The answering tier's spend, by key, and the request's savings against always using the largest
+        tier: the answer's tokens at the top tier's prices, minus the answer and every attempt before it."""
+        self.metrics.spent(tier, cost_usd, ctx.key_id)
+        top = self._cost(self.tiers.names[-1], ctx.prompt_tokens, ctx.completion_tokens)
+        self.metrics.saved(tier, top - cost_usd - spent_before_usd)
+
     def _slo(self, ctx: RequestContext, budget: Budget) -> str:
         """'met' or 'missed' so far, when the headers go out: for an answer sent whole, its total; for
         a stream, the time to its headers (no first token yet counts as the time so far)."""
@@ -414,7 +424,7 @@ class ChatService:
         ttft_ms = None if ctx.ttft_s is None else ctx.ttft_s * 1e3
         met = route.budget.met(ttft_ms, total_ms)
         self.metrics.slo_result(route.latency_class, "met" if met else "missed")
-        self.metrics.spent(tier, self._cost(tier, ctx.prompt_tokens, ctx.completion_tokens))
+        self._account(ctx, tier, self._cost(tier, ctx.prompt_tokens, ctx.completion_tokens), route.spent_before_usd)
         if self.estimator is not None:
             self.estimator.observe(
                 tier,
@@ -508,23 +518,25 @@ class ChatService:
         if outcome.stream_tier is None:
             return self._cascade_response(ctx, parsed, route, outcome), None, route
         live = replace(
-            route, budget=request_budget(request.headers, route.latency_class, self.profile.routing, sent_whole=False)
+            route,
+            budget=request_budget(request.headers, route.latency_class, self.profile.routing, sent_whole=False),
+            spent_before_usd=outcome.cost_usd,
         )
         try:
             response, lease = await self._stream_top(request, ctx, parsed, live, outcome)
         except HTTPError as err:
             best = outcome.best_so_far
             if best is None or not (err.counts_as_tier_failure or isinstance(err, TierUnavailable)):
-                self._count_attempts(outcome)
+                self._count_attempts(outcome, ctx.key_id)
                 raise
             # The top tier failed before its first byte: the best answer judged so far, sent whole.
             self.metrics.fallbacks.labels(outcome.stream_tier, best.tier).inc()
             kept = replace(outcome, answer=best, stop_reason="tier-failed", stream_tier=None)
             return self._cascade_response(ctx, parsed, route, kept), None, route
         except BaseException:
-            self._count_attempts(outcome)
+            self._count_attempts(outcome, ctx.key_id)
             raise
-        self._count_attempts(outcome)
+        self._count_attempts(outcome, ctx.key_id)
         return response, lease, live
 
     async def _stream_top(
@@ -548,10 +560,10 @@ class ChatService:
         ctx.attempted(tried, len(outcome.escalations), None, self._slo(ctx, route.budget))
         return response, lease
 
-    def _count_attempts(self, outcome: CascadeOutcome) -> None:
-        for attempt in outcome.answers:
-            if attempt is not outcome.answer:
-                self.metrics.attempt(attempt.tier, attempt.prompt_tokens, attempt.completion_tokens, attempt.cost_usd)
+    def _count_attempts(self, outcome: CascadeOutcome, key: str) -> None:
+        for a in outcome.answers:
+            if a is not outcome.answer:
+                self.metrics.attempt(a.tier, a.prompt_tokens, a.completion_tokens, a.cost_usd, key)
         for src, dst, why in outcome.escalations:
             self.metrics.escalations.labels(src, dst, why).inc()
         for src, dst in outcome.fallbacks:
@@ -562,7 +574,7 @@ class ChatService:
     ) -> Response:
         answer = outcome.answer
         assert answer is not None
-        self._count_attempts(outcome)
+        self._count_attempts(outcome, ctx.key_id)
         if outcome.stop_reason in ("budget-spent", "max-escalations", "tier-failed"):
             ctx.extra_headers.append((b"x-tiergate-cascade-stopped", outcome.stop_reason.encode()))
         ctx.moved_to(answer.tier, ctx.route_reason or "cascade")
@@ -575,7 +587,7 @@ class ChatService:
         slo = self._slo(ctx, route.budget)
         ctx.attempted(tuple(outcome.tiers_tried), len(outcome.escalations), outcome.cost_usd, slo)
         self.metrics.slo_result(route.latency_class, slo)
-        self.metrics.spent(answer.tier, answer.cost_usd)
+        self._account(ctx, answer.tier, answer.cost_usd, outcome.cost_usd - answer.cost_usd)
         if parsed.stream:
             opts = parsed.checked.stream_options
             return Response(

@@ -4,7 +4,8 @@
 process (the profile file or the --upstream list, TIERGATE_* overrides, the log level), then puts
 the whole object, serialized as JSON, into one environment variable, `TIERGATE_SETTINGS`;
 uvicorn's worker factory (`gateway.app:app_from_env`) reads it back and validates it again. No
-other environment variable reaches the gateway's code.
+other environment variable reaches the gateway's code, but for prometheus-client's own
+`PROMETHEUS_MULTIPROC_DIR` (the folder where the workers' metrics meet; gateway/metrics.py).
 
 The JSON carries the API keys in clear, as the profile file does: the environment of a process is
 readable by its own user only.

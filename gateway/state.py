@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from deployments.limits import context_tokens
 from deployments.planning import TierPlanningError, kv_tokens_capacity
 from deployments.profile import Profile, ProfileError, RoutingSpec
 from gateway.admission import TierAdmission, process_share
+from gateway.background import stop_task
 from gateway.engine_load import EngineLoadPoller
 from gateway.limits import TierLimits
 from gateway.metrics import GatewayMetrics
@@ -168,6 +170,7 @@ class AppState:
         )
 
         self.override_path = Path(policy_override_path) if policy_override_path else None
+        self._metrics_task: asyncio.Task[None] | None = None
         self.policy_watch = PolicyWatcher(
             self.apply_routing,
             profile_path=Path(profile_path) if profile_path else None,
@@ -198,8 +201,12 @@ class AppState:
         self.tiers.start(self.client, probe_interval_s)
         await self.engine_load.start()
         self.policy_watch.start()
+        if self.metrics.multiprocess_dir is not None:
+            self._metrics_task = asyncio.create_task(self.metrics.refresh_loop())
 
     async def stop(self) -> None:
+        await stop_task(self._metrics_task)
+        self.metrics.process_exit()
         await self.policy_watch.stop()
         await self.engine_load.stop()
         await self.tiers.stop()

@@ -84,9 +84,9 @@ async def relay(
             except StopAsyncIteration:
                 break
             finally:
-                ctx.waited_since(t)
+                arrived = ctx.waited_since(t)
             done = done or b"[DONE]" in payloads
-            data = b"".join([_relay_event(ctx, payload, tier_name, wants_usage) for payload in payloads])
+            data = b"".join([_relay_event(ctx, payload, tier_name, wants_usage, arrived) for payload in payloads])
             if data:
                 yield data
         if not done:
@@ -99,7 +99,7 @@ async def relay(
         yield b"data: " + error_body(err) + b"\n\ndata: [DONE]\n\n"
 
 
-def _relay_event(ctx: RequestContext, payload: bytes, tier_name: str, wants_usage: bool) -> bytes:
+def _relay_event(ctx: RequestContext, payload: bytes, tier_name: str, wants_usage: bool, arrived: float) -> bytes:
     if payload == b"[DONE]":
         return b"data: [DONE]\n\n"
     try:
@@ -108,8 +108,8 @@ def _relay_event(ctx: RequestContext, payload: bytes, tier_name: str, wants_usag
         return b"data: " + payload + b"\n\n"
     if not isinstance(obj, dict):
         return b"data: " + payload + b"\n\n"
-    if ctx.ttft_s is None and obj.get("choices"):
-        ctx.first_token(time.perf_counter())
+    if obj.get("choices"):
+        ctx.token_relayed(arrived)
     if "model" in obj:
         obj["model"] = tier_name
     usage = obj.get("usage")

@@ -117,7 +117,7 @@ def gateway_process(profile_path: Path, env: dict[str, str] | None = None, *args
 
 
 @contextmanager
-def gateway(profile_path: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+def gateway(profile_path: Path, env: dict[str, str] | None = None, workers: int = 1) -> Iterator[str]:
     """A gateway process serving the profile on a free port; yields its base URL (…/v1)."""
-    with gateway_process(profile_path, env) as (base, _):
+    with gateway_process(profile_path, env, "--workers", str(workers)) as (base, _):
         yield base

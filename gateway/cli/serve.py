@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from gateway.cli.common import errors_exit, parse_upstream, resolve_profile
+from gateway.cli.common import errors_exit, fail, parse_upstream, resolve_profile
 
 # uvicorn's graceful timeout once the drain is over: the drain was the grace; this only lets the
 # last responses' bytes leave before what remains is cancelled.
@@ -54,6 +54,7 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("give either --profile or one or more --upstream NAME=URL")
         pairs = [parse_upstream(u) for u in upstream]
 
+        import shutil
         import tempfile
 
         import uvicorn
@@ -73,6 +74,14 @@ def register(app: typer.Typer) -> None:
             resolved = resolved.model_copy(update={"gateway": held})
         gw = resolved.gateway
         level = log_level or gw.log_level
+        # With N workers each writes its metrics here and a scrape merges them (gateway/metrics.py); set
+        # before the gateway imports prometheus_client, which picks its mode on import; a fresh folder per
+        # run. One worker keeps the in-memory registry: the files cost ~3x the metric updates
+        # (tests/bench/metrics_cost.py).
+        try:
+            metrics_dir = tempfile.mkdtemp(prefix="tiergate-metrics-") if workers > 1 else None
+        except OSError as err:
+            fail(f"--workers {workers} needs a writable temporary folder for the workers' metrics (TMPDIR): {err}")
         # Where PUT /admin/policy leaves a new routing section for this serve's other workers.
         override = Path(tempfile.gettempdir()) / f"tiergate-policy-{os.getpid()}.json"
         override.unlink(missing_ok=True)
@@ -90,15 +99,24 @@ def register(app: typer.Typer) -> None:
         os.environ.update(settings.to_env())
         tiers = ", ".join(f"{t.name} -> {t.endpoint}" for t in resolved.tiers)
         typer.echo(f"tiergate gateway on http://{gw.host}:{gw.port}/v1 ({workers} worker(s)); tiers: {tiers}")
-        uvicorn.run(
-            "gateway.app:app_from_env",
-            factory=True,
-            host=gw.host,
-            port=gw.port,
-            workers=workers,
-            loop="uvloop",
-            http="httptools",
-            access_log=False,
-            log_level=level,
-            timeout_graceful_shutdown=ABORT_AFTER_S,
-        )
+        if metrics_dir is not None:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        else:
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        try:
+            uvicorn.run(
+                "gateway.app:app_from_env",
+                factory=True,
+                host=gw.host,
+                port=gw.port,
+                workers=workers,
+                loop="uvloop",
+                http="httptools",
+                access_log=False,
+                log_level=level,
+                timeout_graceful_shutdown=ABORT_AFTER_S,
+            )
+        finally:
+            # Each run starts from zero: counters are the process tree's, and restart with it.
+            if metrics_dir is not None:
+                shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -141,7 +141,9 @@ def test_a_doubted_answer_climbs_and_headers_and_cost_add_up(stack: Stack) -> No
     metrics = httpx.get(stack.root + "/metrics").text
     assert 'tiergate_escalations_total{from_tier="small",reason="verifier-doubts-answer",to_tier="mid"}' in metrics
     assert 'tiergate_slo_requests_total{latency_class="batch",result="met"}' in metrics
-    assert 'tiergate_cost_usd_total{tier="small"}' in metrics
+    assert 'tiergate_cost_usd_total{key="-",tier="small"}' in metrics
+    # Against always asking the top tier: a climb that ends there paid for the attempts below it.
+    assert f'tiergate_{"overspend" if served == "large" else "savings"}_usd_total{{tier="{served}"}}' in metrics
 
 
 def test_no_escalation_once_the_budget_is_spent(stack: Stack) -> None:

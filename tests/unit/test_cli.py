@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,18 @@ def test_help_explains_every_command() -> None:
     result = runner.invoke(app, ["--help"])
     for command in ("serve", "fake-upstream", "profile"):
         assert command in result.stdout
+
+
+def test_serve_with_workers_but_no_writable_temporary_folder_fails_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    def read_only(prefix: str) -> str:
+        raise OSError(30, "Read-only file system", f"/tmp/{prefix}x")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    monkeypatch.setenv("TIERGATE_SETTINGS", "")  # restored after, should serve get as far as setting it
+    result = runner.invoke(app, ["serve", "--profile", "test-fake", "--workers", "2"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: --workers 2 needs a writable temporary folder"), result.output
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    assert os.environ["TIERGATE_SETTINGS"] == ""
