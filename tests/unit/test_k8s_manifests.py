@@ -219,6 +219,15 @@ def test_termination_grace_covers_the_drain_and_the_shutdown(objects: list[Obj])
     assert grace_s >= drain_s + SHUTDOWN_AFTER_DRAIN_S
 
 
+def test_admission_shares_assume_the_hpas_largest_scale_out(objects: list[Obj]) -> None:
+    # Each process admits against budget / (gateway.replicas x --workers): if the profile counted
+    # fewer pods than the HPA may run, the pods together could offer a tier more than its KV budget.
+    data = yaml.safe_load(_one(objects, "ConfigMap", "tiergate-profile")["data"]["profile.yaml"])
+    replicas = parse_profile(data).gateway.replicas
+    assert replicas >= _one(objects, "HorizontalPodAutoscaler")["spec"]["maxReplicas"]
+    assert replicas >= _one(objects, "Deployment")["spec"]["replicas"]
+
+
 def test_probes_are_the_gateways_health_and_readiness(objects: list[Obj]) -> None:
     container = _gateway_container(objects)
     probes = (container["readinessProbe"]["httpGet"]["path"], container["livenessProbe"]["httpGet"]["path"])
