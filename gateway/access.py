@@ -5,10 +5,10 @@ presents and compares digests in constant time. QuotaMiddleware, just inside it,
 each chat request by the caller's key (gateway.quota does the bookkeeping) and charges the tokens
 and USD the request used once it ends; a refusal is a 429 with Retry-After.
 
-State is per gateway process. `tiergate serve --workers N` gives each worker 1/N of every limit
-and budget, so N workers together never let a key past its limit; a key whose requests happen to
-land on one worker more than the others is refused a little early. Separate gateway replicas
-(pods) do not share state: each enforces the profile's full limits.
+State is per gateway process. Each process enforces 1/N of every limit and budget, where N is
+`tiergate serve --workers` times the profile's `gateway.replicas` (the same N admission divides
+the tiers' KV budgets by), so N processes together never let a key past its limit; a key whose
+requests happen to land on one process more than the others is refused a little early.
 """
 
 from __future__ import annotations
@@ -56,10 +56,12 @@ def _first(own: float | None, default: float | None) -> float | None:
 
 
 def check_worker_shares(gw: GatewaySpec, workers: int) -> None:
-    """Refuse limits too small to split between `workers` processes (each must admit at least one request).
+    """Refuse limits too small to split between the processes (each must admit at least one request).
 
-    Raises ProfileError with one line naming the field; `tiergate serve` calls it before starting.
+    The processes are `workers` per gateway replica times `gateway.replicas`. Raises ProfileError
+    with one line naming the field; `tiergate serve` calls it before starting.
     """
+    workers *= gw.replicas
     if workers <= 1:
         return
     named: list[tuple[str, KeyLimitsSpec]] = [("gateway.key_limits", gw.key_limits)]
@@ -68,17 +70,18 @@ def check_worker_shares(gw: GatewaySpec, workers: int) -> None:
         rpm = limits.requests_per_minute
         if rpm is not None and rpm < workers:
             raise ProfileError(
-                f"{where}.requests_per_minute is {rpm}, below the {workers} workers: each worker enforces 1/{workers}"
-                " of it and needs at least one request a minute"
+                f"{where}.requests_per_minute is {rpm}, below the {workers} gateway processes"
+                f" (workers x replicas): each enforces 1/{workers} of it and needs at least one request a minute"
             )
 
 
 def build_quotas(gw: GatewaySpec, *, workers: int, now: float) -> dict[str, KeyQuota]:
-    """One quota per key id that has any limit, each at 1/`workers` of the profile's numbers.
+    """One quota per key id that has any limit, each at 1/(`workers` x `gateway.replicas`) of the
+    profile's numbers.
 
     Team windows are shared by the team's keys (in this process).
     """
-    share = 1.0 / max(workers, 1)
+    share = 1.0 / max(workers * gw.replicas, 1)
     teams = {
         name: SpendWindow(budget_usd=spec.budget_usd * share, period_s=gw.budget_period_s)
         for name, spec in gw.teams.items()

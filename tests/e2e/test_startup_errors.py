@@ -68,4 +68,4 @@ def test_serve_refuses_a_rate_limit_too_small_to_split_between_workers(tmp_path:
         path, "test-fake", gateway={"api_keys": ["worker-key-1234"], "key_limits": {"requests_per_minute": 1}}
     )
     done = _run(["serve", "--profile", str(path), "--port", str(free_port()), "--workers", "2"], {})
-    _assert_one_line(done, "gateway.key_limits.requests_per_minute is 1, below the 2 workers")
+    _assert_one_line(done, "gateway.key_limits.requests_per_minute is 1, below the 2 gateway processes")

@@ -109,5 +109,15 @@ def test_keys_without_any_limit_are_not_tracked() -> None:
 def test_a_limit_too_small_to_split_between_workers_is_refused_naming_the_field() -> None:
     gw = _gateway(keys=[{"key": "key-limited-0003", "requests_per_minute": 3}])
     check_worker_shares(gw, 3)
-    with pytest.raises(ProfileError, match=r"gateway\.keys\.0\.requests_per_minute is 3, below the 4 workers"):
+    with pytest.raises(ProfileError, match=r"requests_per_minute is 3, below the 4 gateway processes"):
         check_worker_shares(gw, 4)
+
+
+def test_gateway_replicas_split_every_limit_as_workers_do() -> None:
+    # Two pods of two workers: four processes, each holding a quarter, so together they hold the key.
+    gw = _gateway(replicas=2, key_limits={"requests_per_minute": 60, "budget_usd": 4.0})
+    (quota,) = build_quotas(gw, workers=2, now=0.0).values()
+    assert quota.requests is not None and quota.requests.capacity == pytest.approx(15.0)
+    assert quota.remaining_usd(0.0) == pytest.approx(1.0)
+    with pytest.raises(ProfileError, match="below the 80 gateway processes"):
+        check_worker_shares(_gateway(replicas=40, key_limits={"requests_per_minute": 60}), 2)
