@@ -231,7 +231,7 @@ def register(app: typer.Typer) -> None:
         small: SmallOpt = _SMALL,
         mid: MidOpt = _MID,
         large: LargeOpt = _LARGE,
-        bootstrap: Annotated[int, typer.Option(min=0, help="(--out) Resamples for the 90% interval.")] = 30,
+        bootstrap: Annotated[int, typer.Option(min=0, help="(--out) Resamples for the 90% interval.")] = 200,
         model_path: ModelOpt = None,
     ) -> None:
         """Place the router for DATA, a labelled sample of your traffic (same rows as the outcome tables).
@@ -269,14 +269,25 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option(help="Folder keeping computed features between runs (outside the repo).")
         ] = None,
         json_out: Annotated[Path | None, typer.Option("--json-out", help="Write every fold's numbers here.")] = None,
+        holdout: Annotated[
+            list[Path] | None,
+            typer.Option(help="Train on all of DATA and hold out each benchmark of these tables instead; repeatable."),
+        ] = None,
     ) -> None:
         """Leave-one-benchmark-out on DATA: train on the others, calibrate on 20% of one, judge on its 80%."""
+        from router.offline.costs import fill_costs
         from router.offline.feature_store import load_memo, save_memo
         from router.offline.lobo import fold_table, leave_one_benchmark_out
+        from router.offline.outcomes import to_rungs
         from router.offline.train import rung_rows
 
         rows = _rows(data)
-        keyed, rungs = rung_rows(rows, _ladder_models(rows, small, mid, large))
+        models = _ladder_models(rows, small, mid, large)
+        keyed, rungs = rung_rows(rows, models)
+        held_rows = None
+        if holdout:
+            # Tables without prices are priced from the training tables (router.offline.costs).
+            held_rows = fill_costs(to_rungs(_rows(holdout), dict(zip(models, rungs, strict=True))), keyed)
         memo = load_memo(cache)
         try:
             with errors_exit(ValueError):
@@ -288,6 +299,7 @@ def register(app: typer.Typer) -> None:
                     calibration_share=calibration_share,
                     seed=seed,
                     benchmarks=benchmark,
+                    holdout=held_rows,
                     progress=_progress,
                 )
         finally:

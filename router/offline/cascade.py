@@ -23,7 +23,9 @@ from router.runtime.operating_point import OperatingPoint, cumulative_shares
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
-NEVER, ALWAYS = 2.0, -1.0
+# Verifier thresholds that never / always escalate. A priority is a probability over a relative
+# cost clipped to [0.05, 20], so it can reach 20: "never" must lie above that.
+NEVER, ALWAYS = 1e6, -1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +134,7 @@ def _grid(values: FloatArray, steps: int) -> list[float]:
     if finite.size == 0:
         return [NEVER]
     qs = np.quantile(finite, np.linspace(0.0, 1.0, steps))
-    # -1 escalates everything, 2 nothing; quantiles in between.
+    # ALWAYS escalates everything, NEVER nothing; quantiles in between.
     return sorted({ALWAYS, NEVER, *(float(q) for q in qs)})
 
 
@@ -181,23 +183,34 @@ def best_mix_cost_ratio(scores: FloatArray, cost_usd: FloatArray, quality_ratio:
     return None if found is None else found[2]
 
 
-def _mix_candidates(
-    inputs: CascadeInputs, taus: tuple[float, ...], target: float
-) -> tuple[OperatingPoint, CascadeResult] | None:
-    """Cheapest start mix reaching `target` with these verifier thresholds."""
-    k_total = inputs.scores.shape[1]
-    per_start = []
-    for s in range(k_total):
-        point = OperatingPoint(
-            tuple([NEVER] * (k_total - 1)), taus, tuple(1.0 if i == s else 0.0 for i in range(k_total))
-        )
-        per_start.append(simulate(inputs, point))
-    found = cheapest_mix([r.quality_ratio for r in per_start], [r.cost_ratio for r in per_start], target)
-    if found is None:
-        return None
-    shares = tuple(round(w, 6) for w in found[0])
-    point = OperatingPoint(cumulative_shares(shares), taus, shares)
-    return point, simulate(inputs, point)
+class _Judge:
+    """Does a policy's per-request quality reach the target? On the mean, or robustly: in
+    `confidence` of bootstrap resamples of the requests (a point chosen on a small sample
+    otherwise lands under the target on new traffic about half the time)."""
+
+    def __init__(self, inputs: CascadeInputs, target: float, resamples: int, confidence: float, seed: int) -> None:
+        n = len(inputs.scores)
+        self.target = target
+        self.top = inputs.scores[:, -1]
+        self.top_cost = float(inputs.cost_usd[:, -1].sum())
+        self.weights: FloatArray | None = None
+        self.quantile = 1.0 - confidence
+        if resamples > 0 and n > 0:
+            rng = np.random.default_rng(seed)
+            self.weights = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)
+            self.top_resampled = np.maximum(self.weights @ self.top, 1e-12)
+
+    def reaches(self, quality: FloatArray) -> bool:
+        top = float(self.top.sum())
+        if top <= 0:
+            return True
+        if self.weights is None:
+            return float(quality.sum()) / top >= self.target - 1e-12
+        ratios = (self.weights @ quality) / self.top_resampled
+        return float(np.quantile(ratios, self.quantile)) >= self.target - 1e-12
+
+    def cost_ratio(self, cost: FloatArray) -> float:
+        return float(cost.sum()) / self.top_cost if self.top_cost > 0 else float("nan")
 
 
 def choose_operating_point(
@@ -205,45 +218,86 @@ def choose_operating_point(
     target_quality_ratio: float = 0.95,
     max_cost_ratio: float | None = None,
     steps: int = 21,
+    *,
+    resamples: int = 0,
+    confidence: float = 0.8,
+    seed: int = 7,
+    prompt_start: bool = True,
 ) -> tuple[OperatingPoint, CascadeResult]:
     """Cheapest point reaching the quality target (else, with a cost cap, the best quality under it).
 
-    Searched: start by the pre-router (a shared start threshold, 2.0 = always the cheapest rung) or
-    by a start mix (per verifier setting, the cheapest mix of start rungs), times per-rung verifier
-    thresholds on quantiles of that rung's priorities. The search includes the plain fixed mixes
-    (verifier never escalating), so on `inputs` the point found costs no more than the best mix.
+    Searched: start by the pre-router (a shared start threshold, NEVER = always the cheapest rung) or
+    by a start mix (two start rungs, shares in steps of 5%), times per-rung verifier thresholds on
+    quantiles of that rung's priorities. The search includes the plain fixed mixes (verifier never
+    escalating), so on `inputs` the point found costs no more than the best mix. With `resamples`,
+    "reaching the target" means in `confidence` of bootstrap resamples of `inputs`. Without
+    `prompt_start` the pre-router is left out (fewer choices to over-fit a small sample with).
     """
-    k_minus_1 = inputs.start_scores.shape[1]
-    start_grid = [NEVER, *_grid(inputs.start_scores[:, 0], 8)[1:-1]]
+    n, k_total = inputs.scores.shape
+    k_minus_1 = k_total - 1
+    judge = _Judge(inputs, target_quality_ratio, resamples, confidence, seed)
+    start_grid = [NEVER, *_grid(inputs.start_scores[:, 0], 8)[1:-1]] if prompt_start else []
     verify_grids = [_grid(inputs.verify[:, :, k].ravel(), steps) for k in range(k_minus_1)]
-    best_meeting: tuple[OperatingPoint, CascadeResult] | None = None
-    best_capped: tuple[OperatingPoint, CascadeResult] | None = None
+    best: tuple[float, OperatingPoint] | None = None
+    capped: tuple[float, OperatingPoint] | None = None
+    shares = np.linspace(0.0, 1.0, 21)
 
-    def consider(point: OperatingPoint, result: CascadeResult) -> None:
-        nonlocal best_meeting, best_capped
-        if result.quality_ratio >= target_quality_ratio - 1e-12 and (
-            best_meeting is None or result.cost_ratio < best_meeting[1].cost_ratio - 1e-12
-        ):
-            best_meeting = (point, result)
-        if (
-            max_cost_ratio is not None
-            and result.cost_ratio <= max_cost_ratio
-            and (best_capped is None or result.quality_ratio > best_capped[1].quality_ratio)
-        ):
-            best_capped = (point, result)
+    def consider(point: OperatingPoint, quality: FloatArray, cost: FloatArray) -> None:
+        nonlocal best, capped
+        ratio = judge.cost_ratio(cost)
+        if judge.reaches(quality) and (best is None or ratio < best[0] - 1e-12):
+            best = (ratio, point)
+        if max_cost_ratio is not None and ratio <= max_cost_ratio:
+            q = float(quality.mean()) if n else 0.0
+            if capped is None or q > capped[0]:
+                capped = (q, point)
 
-    for taus in itertools.product(*verify_grids):
+    for taus_list in itertools.product(*verify_grids):
+        taus = tuple(taus_list)
         for start_t in start_grid:
-            point = OperatingPoint(tuple([start_t] * k_minus_1), tuple(taus))
-            consider(point, simulate(inputs, point))
-        mixed = _mix_candidates(inputs, tuple(taus), target_quality_ratio)
-        if mixed is not None:
-            consider(*mixed)
-    if best_meeting is not None and (max_cost_ratio is None or best_meeting[1].cost_ratio <= max_cost_ratio):
-        return best_meeting
-    if best_capped is not None:
-        return best_capped
-    if best_meeting is not None:
-        return best_meeting
-    always_top = OperatingPoint(tuple([ALWAYS] * k_minus_1), tuple([ALWAYS] * k_minus_1))
-    return always_top, simulate(inputs, always_top)
+            point = OperatingPoint(tuple([start_t] * k_minus_1), taus)
+            q, c, _, _ = _run(inputs, start_rungs(inputs.start_scores, point.start_thresholds), taus)
+            consider(point, q, c)
+        fixed = [_run(inputs, np.full(n, s, dtype=np.int64), taus)[:2] for s in range(k_total)]
+        for a, b in itertools.combinations(range(k_total), 2):
+            for w in shares:
+                mix = [0.0] * k_total
+                mix[a], mix[b] = 1.0 - float(w), float(w)
+                mix_t = tuple(round(x, 6) for x in mix)
+                point = OperatingPoint(cumulative_shares(mix_t), taus, mix_t)
+                consider(point, (1 - w) * fixed[a][0] + w * fixed[b][0], (1 - w) * fixed[a][1] + w * fixed[b][1])
+    chosen: OperatingPoint
+    if best is not None and (max_cost_ratio is None or best[0] <= max_cost_ratio):
+        chosen = best[1]
+    elif capped is not None:
+        chosen = capped[1]
+    elif best is not None:
+        chosen = best[1]
+    else:
+        chosen = OperatingPoint(tuple([ALWAYS] * k_minus_1), tuple([ALWAYS] * k_minus_1))
+    return chosen, simulate(inputs, chosen)
+
+
+def cheapest_fixed_mix(
+    inputs: CascadeInputs, target_quality_ratio: float, *, resamples: int = 0, confidence: float = 0.8, seed: int = 7
+) -> tuple[OperatingPoint, CascadeResult]:
+    """The cheapest fixed mix of tiers (start shares, never escalating) reaching the target, judged as
+    `choose_operating_point` judges (falls back to always-top)."""
+    n, k_total = inputs.scores.shape
+    judge = _Judge(inputs, target_quality_ratio, resamples, confidence, seed)
+    never = tuple([NEVER] * (k_total - 1))
+    best: tuple[float, OperatingPoint] | None = None
+    rows = np.arange(n)
+    for a, b in itertools.combinations(range(k_total), 2):
+        for w in np.linspace(0.0, 1.0, 41):
+            mix = [0.0] * k_total
+            mix[a], mix[b] = 1.0 - float(w), float(w)
+            quality = (1 - w) * inputs.scores[rows, a] + w * inputs.scores[rows, b]
+            cost = (1 - w) * inputs.cost_usd[rows, a] + w * inputs.cost_usd[rows, b]
+            ratio = judge.cost_ratio(cost)
+            if judge.reaches(quality) and (best is None or ratio < best[0] - 1e-12):
+                mix_t = tuple(round(x, 6) for x in mix)
+                best = (ratio, OperatingPoint(cumulative_shares(mix_t), never, mix_t))
+    top = tuple(0.0 if i < k_total - 1 else 1.0 for i in range(k_total))
+    point = best[1] if best is not None else OperatingPoint(cumulative_shares(top), never, top)
+    return point, simulate(inputs, point)

@@ -137,16 +137,21 @@ def leave_one_benchmark_out(
     calibration_share: float = 0.2,
     seed: int = 7,
     benchmarks: Sequence[str] | None = None,
+    holdout: Sequence[OutcomeRow] | None = None,
     progress: Progress = _quiet,
 ) -> list[Fold]:
-    """One fold per benchmark of `rows` (keyed by rung): see the module's docstring."""
-    names = sorted({r.benchmark for r in rows}) if benchmarks is None else list(benchmarks)
+    """One fold per benchmark of `rows` (keyed by rung): see the module's docstring.
+
+    With `holdout`, train on all of `rows` and hold out each benchmark of `holdout` instead.
+    """
+    pool = rows if holdout is None else holdout
+    names = sorted({r.benchmark for r in pool}) if benchmarks is None else list(benchmarks)
     folds: list[Fold] = []
     with threadpool_limits(limits=1):
         for n, bench in enumerate(names, start=1):
             progress(f"fold {n}/{len(names)}: {bench}")
-            train = [r for r in rows if r.benchmark != bench]
-            held = [r for r in rows if r.benchmark == bench]
+            train = [r for r in rows if r.benchmark != bench] if holdout is None else list(rows)
+            held = [r for r in pool if r.benchmark == bench]
             summary = run_fold(
                 train,
                 held,

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from router.offline.cascade import CascadeInputs, CascadeResult, best_mix_cost_ratio, simulate
+from router.offline.cascade import ALWAYS, NEVER, CascadeInputs, CascadeResult, best_mix_cost_ratio, simulate
 from router.offline.fit import FeatureCache, FittedParts, cascade_inputs, cascade_rows
 from router.offline.metrics import SweepCurve, apgr, cpt, oracle_score, random_apgr, sweep
 from router.offline.outcomes import OutcomeRow
@@ -141,9 +141,9 @@ def cascade_summary(
     last = inputs.verify[:, :, len(ladder) - 2]
     finite = last[np.isfinite(last)]
     sweep_taus = [
-        -1.0,
+        ALWAYS,
         *(np.quantile(finite, np.linspace(0.0, 1.0, 41)).tolist() if finite.size else []),
-        2.0,
+        NEVER,
     ]
     curve: list[tuple[float, float]] = []
     for tau in sorted(set(sweep_taus)):

@@ -85,9 +85,10 @@ ANSWER_FEATURE_NAMES: tuple[str, ...] = (
     "lp_min",
     "lp_first",
 )
-# The prompt features the verifier reads: the task's shape only (options, code, open prose), so a
-# benchmark's wording is not what it learns.
-VERIFIER_PROMPT_FEATURES: tuple[str, ...] = ("log_block_chars", "options", "mc", "code_ask", "arith", "open_ended")
+# The prompt features the verifier reads: none. With the task's shape in (options, code, open prose)
+# the verifier learned which benchmark it was looking at, and on a benchmark it had not seen it
+# ranked worse than agreement alone (leave-one-benchmark-out, docs/router.md).
+VERIFIER_PROMPT_FEATURES: tuple[str, ...] = ()
 _PROMPT_IDX = tuple(FEATURE_NAMES.index(name) for name in VERIFIER_PROMPT_FEATURES)
 VERIFIER_FEATURE_NAMES: tuple[str, ...] = ("rungs_above", *ANSWER_FEATURE_NAMES, *VERIFIER_PROMPT_FEATURES)
 

@@ -21,7 +21,7 @@ from router.errors import ConfigError
 from router.runtime.model import ARTIFACT_FORMAT_VERSION, ARTIFACT_KIND, RouterModel
 from router.runtime.operating_point import OperatingPoint
 
-DEFAULT_ARTIFACT = Path(__file__).resolve().parent.parent / "artifacts" / "scorer-v1.skops"
+DEFAULT_ARTIFACT = Path(__file__).resolve().parent.parent / "artifacts" / "scorer-v2.skops"
 
 # Every type a router bundle may contain. Extend deliberately when the pipelines change.
 TRUSTED_TYPES: tuple[str, ...] = (

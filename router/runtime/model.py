@@ -155,12 +155,14 @@ class LearnedScorer:
             return []
         if self._model.operating_point.mixes:
             # A start mix: one draw per prompt against the cumulative shares (the thresholds).
-            return [prompt_hash_share(request.text)] * n_rungs
+            share = prompt_hash_share(request.text)
+            return [0.0 if i >= self._top else share for i in self._mapped(n_rungs)]
         row = np.asarray(prompt_features(request.text), dtype=np.float64)
         needed = {i for i in self._indices[:n_rungs] if i < self._top}
         proba = {i: self._rows[i](row) for i in needed}
-        out = [proba.get(i, 0.0) for i in self._indices[:n_rungs]]
-        # More tiers asked for than mapped: repeat the last mapped score rather than fail.
-        while len(out) < n_rungs:
-            out.append(out[-1] if out else 0.0)
-        return out
+        return [proba.get(i, 0.0) for i in self._mapped(n_rungs)]
+
+    def _mapped(self, n_rungs: int) -> list[int]:
+        """The ladder index of each of the first `n_rungs` tiers; more tiers than mapped repeat the last."""
+        out = self._indices[:n_rungs]
+        return out + [out[-1] if out else self._top] * (n_rungs - len(out))

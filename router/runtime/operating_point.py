@@ -18,7 +18,7 @@ class OperatingPoint:
     threshold. `start_mix` set (one share per rung, summing to 1): the start rung is drawn from that
     mix by a hash of the prompt, and `start_thresholds` hold the cumulative shares, so the gateway's
     threshold policy runs the same mix when the scorer returns that hash (`LearnedScorer`). A
-    verifier threshold of 2.0 never escalates, -1.0 always does.
+    verifier threshold of 1e6 never escalates (a priority is at most 20), -1.0 always does.
     """
 
     start_thresholds: tuple[float, ...]
