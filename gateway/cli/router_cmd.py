@@ -277,7 +277,7 @@ def register(app: typer.Typer) -> None:
         """Leave-one-benchmark-out on DATA: train on the others, calibrate on 20% of one, judge on its 80%."""
         from router.offline.costs import fill_costs
         from router.offline.feature_store import load_memo, save_memo
-        from router.offline.lobo import fold_table, leave_one_benchmark_out
+        from router.offline.lobo import FoldPlan, fold_table, leave_one_benchmark_out
         from router.offline.outcomes import to_rungs
         from router.offline.train import rung_rows
 
@@ -295,9 +295,7 @@ def register(app: typer.Typer) -> None:
                     keyed,
                     rungs,
                     memo,
-                    target_quality_ratio=target_quality,
-                    calibration_share=calibration_share,
-                    seed=seed,
+                    FoldPlan(target_quality, calibration_share, seed),
                     benchmarks=benchmark,
                     holdout=held_rows,
                     progress=_progress,

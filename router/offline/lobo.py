@@ -28,6 +28,15 @@ Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
+class FoldPlan:
+    """How each fold is calibrated: the quality target, the held-out share calibrated on, the seed."""
+
+    target_quality_ratio: float = 0.95
+    calibration_share: float = 0.2
+    seed: int = 7
+
+
+@dataclass(frozen=True)
 class Fold:
     benchmark: str
     summary: dict[str, Any]
@@ -68,13 +77,11 @@ def run_fold(
     held: Sequence[OutcomeRow],
     rungs: Sequence[str],
     memo: FeatureMemo,
-    *,
-    target_quality_ratio: float = 0.95,
-    calibration_share: float = 0.2,
-    seed: int = 7,
+    plan: FoldPlan = FoldPlan(),
     progress: Progress = _quiet,
 ) -> dict[str, Any]:
     """Train on `train`, calibrate on a share of `held`, judge on the rest (rows keyed by rung)."""
+    target_quality_ratio, seed = plan.target_quality_ratio, plan.seed
     ladder = _ladder(held, rungs)
     model_top = len(rungs) - 1
     ids = [rungs.index(r) for r in ladder]
@@ -93,7 +100,7 @@ def run_fold(
     inputs = cascade_inputs(
         rows, list(range(len(rows))), ladder, sub, FeatureCache(rows, memo), rung_ids=ids[:-1], model_top=model_top
     )
-    calib, rest = split_sample(rows, calibration_share, seed)
+    calib, rest = split_sample(rows, plan.calibration_share, seed)
     progress(f"  calibrating on {len(calib)} rows, judging on {len(rest)}")
     chosen = calibrate_point(inputs.subset(calib), target_quality_ratio, seed=seed)
     judged_inputs = inputs.subset(rest)
@@ -132,10 +139,8 @@ def leave_one_benchmark_out(
     rows: Sequence[OutcomeRow],
     rungs: Sequence[str],
     memo: FeatureMemo,
+    plan: FoldPlan = FoldPlan(),
     *,
-    target_quality_ratio: float = 0.95,
-    calibration_share: float = 0.2,
-    seed: int = 7,
     benchmarks: Sequence[str] | None = None,
     holdout: Sequence[OutcomeRow] | None = None,
     progress: Progress = _quiet,
@@ -152,16 +157,7 @@ def leave_one_benchmark_out(
             progress(f"fold {n}/{len(names)}: {bench}")
             train = [r for r in rows if r.benchmark != bench] if holdout is None else list(rows)
             held = [r for r in pool if r.benchmark == bench]
-            summary = run_fold(
-                train,
-                held,
-                rungs,
-                memo,
-                target_quality_ratio=target_quality_ratio,
-                calibration_share=calibration_share,
-                seed=seed,
-                progress=progress,
-            )
+            summary = run_fold(train, held, rungs, memo, plan, progress)
             progress(
                 f"  {bench}: quality {summary['quality_ratio']} cost {summary['cost_ratio']}"
                 f" best mix {summary['best_mix_cost_ratio']} -> cost_vs_best_mix {summary['cost_vs_best_mix']}"
