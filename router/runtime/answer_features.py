@@ -45,15 +45,14 @@ _CODE_FENCE = re.compile(r"```(?:[a-zA-Z0-9_+-]*)\n(.*?)(?:```|$)", re.S)
 _CODE_UNFENCED = re.compile(r"^(?:def |class |function |public |#include|import )", re.M)
 _TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+|[^\sA-Za-z0-9_]")
 _WORD = re.compile(r"[a-z0-9]+")
+# Matched against the lower-cased answer: a case-insensitive alternation is four times slower.
 _HEDGE = re.compile(
     r"\b(not sure|unsure|i think|might|may be|maybe|possibly|perhaps|unclear|cannot determine|"
-    r"can't determine|it depends|both|neither|however|sorry|i apologi[sz]e|as an ai)\b",
-    re.I,
+    r"can't determine|it depends|both|neither|however|sorry|i apologi[sz]e|as an ai)\b"
 )
 _REFUSAL = re.compile(
     r"\b(i cannot|i can't|i can not|i am unable|i'm unable|not able to|i won't|i will not|"
-    r"not appropriate|against my|cannot provide|can't provide|cannot help|can't help)\b",
-    re.I,
+    r"not appropriate|against my|cannot provide|can't provide|cannot help|can't help)\b"
 )
 
 # How an answer's final answer was found (ans_letter_where).
@@ -152,10 +151,12 @@ def _canonical_number(raw: str) -> str:
 def final_answer(answer: str) -> str:
     """A comparable normal form: option letter, else code tokens, else a final number, else prose."""
     text = answer[:_ANSWER_CHARS]
-    letter = extract_letter(text)
+    return _final(text, _letter_and_where(text)[0], _code(text))
+
+
+def _final(text: str, letter: str | None, code: str) -> str:
     if letter is not None:
         return f"letter:{letter}"
-    code = _code(text)
     if code:
         return "code:" + " ".join(_TOKEN.findall(code))
     number = _number(text)
@@ -174,8 +175,8 @@ def _jaccard(a: str, b: str) -> float:
     return len(ta & tb) / len(ta | tb)
 
 
-def _bag(text: str) -> Counter[str]:
-    return Counter(_WORD.findall(text.lower()))
+def _bag(lower: str) -> Counter[str]:
+    return Counter(_WORD.findall(lower))
 
 
 def text_similarity(a: Counter[str], b: Counter[str]) -> float:
@@ -193,15 +194,16 @@ def answer_features(
 ) -> list[float]:
     """Feature vector (order: ANSWER_FEATURE_NAMES) of one answer; never raises on str input."""
     text = answer[:_ANSWER_CHARS]
+    lower = text.lower()
     letter, where = _letter_and_where(text)
     stripped = text.strip()
     code = _code(text)
-    mine = final_answer(text)
+    mine = _final(text, letter, code)
     finals = [final_answer(p) for p in previous_answers]
     agree = sum(1 for f in finals if f == mine)
     similarity = max((_jaccard(mine, f) for f in finals), default=0.0)
-    bag = _bag(text)
-    text_sim = max((text_similarity(bag, _bag(p[:_ANSWER_CHARS])) for p in previous_answers), default=0.0)
+    bag = _bag(lower)
+    text_sim = max((text_similarity(bag, _bag(p[:_ANSWER_CHARS].lower())) for p in previous_answers), default=0.0)
     len_ratio = math.log1p(len(answer)) - math.log1p(len(previous_answers[-1])) if previous_answers else 0.0
     # Logprobs are <= 0; clip so a malformed value cannot overflow the mean.
     lps = [min(max(float(x), -100.0), 0.0) for x in (logprobs or []) if math.isfinite(x)]
@@ -217,8 +219,8 @@ def answer_features(
         float(bool(code)),
         float(min(code.count("\n") + 1 if code else 0, 200)),
         float(mine.startswith("text:")),
-        float(min(len(_HEDGE.findall(text)), 5)),
-        float(bool(_REFUSAL.search(text))),
+        float(min(len(_HEDGE.findall(lower)), 5)),
+        float(bool(_REFUSAL.search(lower))),
         float(not stripped),
         float(min(len(finals), 5)),
         float(agree > 0),
