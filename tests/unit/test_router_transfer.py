@@ -235,3 +235,22 @@ def test_lobo_reports_each_held_out_benchmark_against_the_mix(tmp_path: Path) ->
     assert fold["oracle_cost_ratio"] <= fold["cost_ratio"]
     assert "| synthetic-mc | 3 |" in result.stdout
     assert list((tmp_path / "cache").glob("features-*.json"))
+
+
+def test_the_gateway_loads_a_calibrated_mix_as_start_thresholds_and_a_judge_that_never_climbs(tmp_path: Path) -> None:
+    from deployments.profile import parse_profile
+    from gateway.state import load_router
+
+    mix = (0.0, 0.6, 0.4)
+    path = tmp_path / "mix.skops"
+    save_model(_with_point(fixture_model(), OperatingPoint(cumulative_shares(mix), (NEVER, NEVER), mix)), path)
+    tiers = [
+        {"name": name, "endpoint": "http://127.0.0.1:9/v1", "upstream_model": name, "router_rung": rung}
+        for name, rung in (("s", "small"), ("m", "mid"), ("l", "large"))
+    ]
+    routing = {"policy": "learned", "scorer_artifact": str(path), "cascade": {"enabled": True}}
+    parts = load_router(parse_profile({"name": "t", "tiers": tiers, "routing": routing}))
+    assert parts.start_thresholds == pytest.approx(cumulative_shares(mix))
+    assert parts.judge is not None
+    doubtful = parts.judge.judge("m", "Which?\nA) x\nB) y", "I am not sure, maybe A or B", None, ["B"])
+    assert not doubtful.escalate
