@@ -123,7 +123,11 @@ class TierSpec(_Strict):
         ),
     )
     router_rung: str | None = Field(
-        default=None, description="Outcome-table model key this tier stands for (learned scorer)."
+        default=None,
+        description=(
+            "Rung of the learned router's ladder this tier stands for: small, mid or large (the first"
+            " artifact's model keys are still read as those rungs)."
+        ),
     )
     latency_plan: str | None = Field(
         default=None,

@@ -1,7 +1,8 @@
-"""`tiergate router train | eval | calibrate`: fit, judge and place the learned router.
+"""`tiergate router train | eval | calibrate | lobo`: fit, judge, place and stress the learned router.
 
 Data paths are arguments (files or folders of JSONL outcome tables); nothing is read from a fixed
-location. Progress goes to stderr so `eval --json` stays machine-readable on stdout.
+location. `--small/--mid/--large` name whichever model keys of the tables stand on those rungs:
+the artifact knows rungs only. Progress goes to stderr so `--json` output stays machine-readable.
 """
 
 from __future__ import annotations
@@ -31,11 +32,29 @@ EVAL_KEYS = (
     "oracle_apgr",
     "cascade_quality_ratio",
     "cascade_cost_ratio",
+    "best_mix_cost_ratio",
+    "cost_vs_best_mix",
 )
 
 
 DataOpt = Annotated[list[Path], typer.Option("--data", help="Outcome JSONL file or folder; repeatable.")]
-ModelOpt = Annotated[Path | None, typer.Option("--model", help="Artifact (default: the committed one).")]
+ModelOpt = Annotated[Path | None, typer.Option("--artifact", "--model", help="Artifact (default: the committed one).")]
+SmallOpt = Annotated[str, typer.Option(help="Model key of the tables standing on the cheapest rung.")]
+MidOpt = Annotated[str | None, typer.Option(help="Model key on the middle rung (leave out for two rungs).")]
+LargeOpt = Annotated[str, typer.Option(help="Model key on the top rung.")]
+_SMALL, _MID, _LARGE = "mistralai/mistral-7b-chat", "mistralai/mixtral-8x7b-chat", "gpt-4-1106-preview"
+
+
+def _ladder_models(rows: list[OutcomeRow], small: str, mid: str | None, large: str) -> list[str]:
+    """The model keys of the ladder, cheapest first; each must have scores in the data."""
+    from router.offline.outcomes import canonical_model, models_present
+
+    models = [canonical_model(m) for m in ([small, mid, large] if mid else [small, large])]
+    present = models_present(rows)
+    missing = [m for m in models if m not in present]
+    if missing:
+        fail(f"no scores for {missing} in the data; it has {sorted(present)}")
+    return models
 
 
 def _progress(message: str) -> None:
@@ -125,21 +144,24 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(help="Artifact path (.skops; default: the committed one); a .json sidecar goes beside it."),
         ] = None,
-        rung: Annotated[list[str] | None, typer.Option(help="Ladder rung key, cheapest first; repeatable.")] = None,
+        small: SmallOpt = _SMALL,
+        mid: MidOpt = _MID,
+        large: LargeOpt = _LARGE,
         target_quality: Annotated[
             float, typer.Option(help="Cascade operating point: quality / always-large to reach.")
         ] = 0.95,
-        max_cost: Annotated[float, typer.Option(help="Cascade operating point: cost / always-large allowed.")] = 0.50,
+        max_cost: Annotated[
+            float | None, typer.Option(help="Cascade operating point: cost / always-large allowed (none: no cap).")
+        ] = None,
         folds: Annotated[int, typer.Option(min=2, help="Group k-fold splits for out-of-fold metrics.")] = 5,
     ) -> None:
         """Fit scorer + verifier on DATA and save a versioned skops artifact."""
-        from router.offline.outcomes import DEFAULT_LADDER, canonical_model
         from router.offline.train import train_router
         from router.runtime.artifact import DEFAULT_ARTIFACT, ArtifactError, save_model
 
         path = DEFAULT_ARTIFACT if out is None else out
         rows = _rows(data)
-        rungs = [canonical_model(r) for r in (rung or DEFAULT_LADDER)]
+        rungs = _ladder_models(rows, small, mid, large)
         # Training rejects an unusable table or ladder with a plain ValueError.
         with errors_exit(ArtifactError, ValueError):
             model = train_router(
@@ -157,23 +179,22 @@ def register(app: typer.Typer) -> None:
     @group.command("eval")
     def eval_(
         data: DataOpt,
-        small: Annotated[str, typer.Option(help="Small model key (the sweep's cheap end).")],
-        large: Annotated[str, typer.Option(help="Large model key (the sweep's expensive end).")],
-        mid: Annotated[str | None, typer.Option(help="Middle rung for the cascade ladder.")] = None,
+        small: SmallOpt = _SMALL,
+        large: LargeOpt = _LARGE,
+        mid: MidOpt = None,
         model_path: ModelOpt = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
         plot: Annotated[Path | None, typer.Option(help="Write a quality-vs-cost PNG here.")] = None,
     ) -> None:
         """Judge the router on DATA: APGR/CPT sweep between SMALL and LARGE, cascade at its stored point."""
-        from router.offline.outcomes import canonical_model
         from router.offline.report import evaluate
 
         model = _model(model_path)
         rows = _rows(data)
-        middle = canonical_model(mid) if mid else None
+        models = _ladder_models(rows, small, mid, large)
         # A ladder the model does not know is a KeyError, a ladder in the wrong order a ValueError.
         with errors_exit(ValueError, KeyError):
-            evaluation = evaluate(model, rows, canonical_model(small), canonical_model(large), middle)
+            evaluation = evaluate(model, rows, models[0], models[-1], models[1] if mid else None)
         if plot is not None:
             _plot(evaluation, plot)
             _progress(f"wrote {plot}")
@@ -194,42 +215,160 @@ def register(app: typer.Typer) -> None:
     @group.command("calibrate")
     def calibrate(
         data: DataOpt,
-        profile: Annotated[Path, typer.Option(help="Profile YAML to update in place.")],
+        out: Annotated[
+            Path | None,
+            typer.Option(help="Write a calibrated artifact here (.skops + .json): the operating point for DATA."),
+        ] = None,
+        profile: Annotated[
+            Path | None, typer.Option(help="Instead: write pre-router thresholds into this profile YAML.")
+        ] = None,
         target_large_share: Annotated[
-            float | None, typer.Option(help="Share of requests the top tier should take.")
+            float | None, typer.Option(help="(--profile) Share of requests the top tier should take.")
         ] = None,
         target_quality: Annotated[
-            float | None, typer.Option(help="Quality / always-top to keep, at the cheapest threshold.")
+            float | None, typer.Option(help="Quality / always-top to keep, at the cheapest point.")
         ] = None,
+        small: SmallOpt = _SMALL,
+        mid: MidOpt = _MID,
+        large: LargeOpt = _LARGE,
+        bootstrap: Annotated[int, typer.Option(min=0, help="(--out) Resamples for the 90% interval.")] = 200,
         model_path: ModelOpt = None,
     ) -> None:
-        """Choose routing thresholds on DATA and write them (policy: learned) into PROFILE."""
-        import numpy as np
+        """Place the router for DATA, a labelled sample of your traffic (same rows as the outcome tables).
 
-        from deployments.profile import ProfileError
-        from router.offline.calibrate import threshold_for_large_share, threshold_for_quality
-        from router.runtime.artifact import DEFAULT_ARTIFACT_NAME
-
-        if (target_large_share is None) == (target_quality is None):
-            fail("give exactly one of --target-large-share and --target-quality")
+        With --out: re-choose the artifact's operating point (start rule and verifier thresholds,
+        or the cheapest fixed mix of tiers where the router does not beat one) and report expected
+        quality and cost with an interval. With --profile: write pre-router thresholds into a profile.
+        """
+        if (out is None) == (profile is None):
+            fail("give exactly one of --out and --profile")
         model = _model(model_path)
-        rungs = _profile_rungs(profile, model)
-        rows = [r for r in _rows(data) if r.has(rungs if target_quality is not None else rungs[:1])]
-        if not rows:
-            fail("no row has scores for the profile's rungs")
-        scores = _tier_scores(model, rungs, rows)
-        if target_large_share is not None:
-            t = threshold_for_large_share(scores, target_large_share)
-        else:
-            quality = np.asarray([[r.scores[m] for m in rungs] for r in rows], dtype=np.float64)
-            t = threshold_for_quality(scores, quality, float(target_quality or 0.0))
-        artifact = str(model_path) if model_path is not None else DEFAULT_ARTIFACT_NAME
-        # ProfileError is named until it derives from ConfigError.
-        with errors_exit(ProfileError):
-            _write_profile(profile, [t] * (len(rungs) - 1), artifact)
-        _progress(f"threshold {t:.4f} on {len(rows)} rows written to {profile}")
+        all_rows = _rows(data)
+        models = _ladder_models(all_rows, small, mid, large)
+        if out is not None:
+            if target_quality is None or target_large_share is not None:
+                fail("--out calibrates to --target-quality (and not --target-large-share)")
+            _calibrate_artifact(model, all_rows, models, float(target_quality), out, bootstrap, model_path)
+            return
+        assert profile is not None
+        _calibrate_profile(model, all_rows, models, profile, target_large_share, target_quality, model_path)
+
+    @group.command("lobo")
+    def lobo(
+        data: DataOpt,
+        small: SmallOpt = _SMALL,
+        mid: MidOpt = _MID,
+        large: LargeOpt = _LARGE,
+        target_quality: Annotated[float, typer.Option(help="Quality / always-top each fold calibrates to.")] = 0.95,
+        calibration_share: Annotated[float, typer.Option(help="Share of a held-out benchmark to calibrate on.")] = 0.2,
+        seed: Annotated[int, typer.Option(help="Seed of the calibration split and the bootstrap.")] = 7,
+        benchmark: Annotated[
+            list[str] | None, typer.Option(help="Only this held-out benchmark; repeatable (default: every one).")
+        ] = None,
+        cache: Annotated[
+            Path | None, typer.Option(help="Folder keeping computed features between runs (outside the repo).")
+        ] = None,
+        json_out: Annotated[Path | None, typer.Option("--json-out", help="Write every fold's numbers here.")] = None,
+        holdout: Annotated[
+            list[Path] | None,
+            typer.Option(help="Train on all of DATA and hold out each benchmark of these tables instead; repeatable."),
+        ] = None,
+    ) -> None:
+        """Leave-one-benchmark-out on DATA: train on the others, calibrate on 20% of one, judge on its 80%."""
+        from router.offline.costs import fill_costs
+        from router.offline.feature_store import load_memo, save_memo
+        from router.offline.lobo import FoldPlan, fold_table, leave_one_benchmark_out
+        from router.offline.outcomes import to_rungs
+        from router.offline.train import rung_rows
+
+        rows = _rows(data)
+        models = _ladder_models(rows, small, mid, large)
+        keyed, rungs = rung_rows(rows, models)
+        held_rows = None
+        if holdout:
+            # Tables without prices are priced from the training tables (router.offline.costs).
+            held_rows = fill_costs(to_rungs(_rows(holdout), dict(zip(models, rungs, strict=True))), keyed)
+        memo = load_memo(cache)
+        try:
+            with errors_exit(ValueError):
+                folds = leave_one_benchmark_out(
+                    keyed,
+                    rungs,
+                    memo,
+                    FoldPlan(target_quality, calibration_share, seed),
+                    benchmarks=benchmark,
+                    holdout=held_rows,
+                    progress=_progress,
+                )
+        finally:
+            save_memo(memo, cache)
+        if json_out is not None:
+            json_out.write_text(
+                json.dumps({f.benchmark: f.summary for f in folds}, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+            )
+            _progress(f"wrote {json_out}")
+        typer.echo(fold_table(folds))
 
     app.add_typer(group, name="router")
+
+
+def _calibrate_artifact(
+    model: RouterModel,
+    rows: list[OutcomeRow],
+    models: list[str],
+    target_quality: float,
+    out: Path,
+    bootstrap: int,
+    base: Path | None,
+) -> None:
+    from router.offline.calibrate import calibrate_model
+    from router.runtime.artifact import ArtifactError, save_model
+
+    # A ladder the model does not know is a KeyError, rows without costs a ValueError.
+    with errors_exit(ValueError, KeyError, ArtifactError):
+        calibrated, summary = calibrate_model(
+            model, rows, models, target_quality, bootstrap=bootstrap, base=str(base or "default"), progress=_progress
+        )
+        save_model(calibrated, out)
+    _progress(f"wrote {out}, version {calibrated.version}")
+    typer.echo(json.dumps(summary, indent=2))
+
+
+def _calibrate_profile(
+    model: RouterModel,
+    all_rows: list[OutcomeRow],
+    models: list[str],
+    profile: Path,
+    target_large_share: float | None,
+    target_quality: float | None,
+    model_path: Path | None,
+) -> None:
+    import numpy as np
+
+    from deployments.profile import ProfileError
+    from router.offline.calibrate import threshold_for_large_share, threshold_for_quality
+    from router.offline.train import rung_rows
+    from router.runtime.artifact import DEFAULT_ARTIFACT_NAME
+    from router.runtime.model import LEGACY_RUNG_KEYS
+
+    if (target_large_share is None) == (target_quality is None):
+        fail("give exactly one of --target-large-share and --target-quality")
+    rungs = [LEGACY_RUNG_KEYS.get(r, r) for r in _profile_rungs(profile, model)]
+    keyed, _ = rung_rows(all_rows, models)
+    rows = [r for r in keyed if r.has(rungs if target_quality is not None else rungs[:1])]
+    if not rows:
+        fail("no row has scores for the profile's rungs")
+    scores = _tier_scores(model, rungs, rows)
+    if target_large_share is not None:
+        t = threshold_for_large_share(scores, target_large_share)
+    else:
+        quality = np.asarray([[r.scores[m] for m in rungs] for r in rows], dtype=np.float64)
+        t = threshold_for_quality(scores, quality, float(target_quality or 0.0))
+    artifact = str(model_path) if model_path is not None else DEFAULT_ARTIFACT_NAME
+    # ProfileError is named until it derives from ConfigError.
+    with errors_exit(ProfileError):
+        _write_profile(profile, [t] * (len(rungs) - 1), artifact)
+    _progress(f"threshold {t:.4f} on {len(rows)} rows written to {profile}")
 
 
 def _profile_rungs(profile: Path, model: RouterModel) -> list[str]:

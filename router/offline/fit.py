@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from sklearn.calibration import CalibratedClassifierCV
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
@@ -26,7 +26,7 @@ from router.offline.cascade import CascadeInputs
 from router.offline.outcomes import OutcomeRow
 from router.runtime.answer_features import verifier_features
 from router.runtime.model import positive_proba, relative_top_cost
-from router.runtime.prompt_features import last_block, prompt_features
+from router.runtime.prompt_features import FEATURE_NAMES, last_block, prompt_features
 
 Progress = Callable[[str], None]
 FloatArray = NDArray[np.float64]
@@ -59,11 +59,13 @@ def make_scorer_pipeline() -> CalibratedClassifierCV:
 
 
 def make_verifier_pipeline() -> CalibratedClassifierCV:
-    """Shallow gradient boosting (answer x task interactions), isotonic-calibrated."""
-    base = HistGradientBoostingClassifier(
-        max_iter=150, learning_rate=0.05, max_depth=3, min_samples_leaf=20, random_state=SEED
-    )
-    return CalibratedClassifierCV(base, method="isotonic", cv=_calibration_folds(), ensemble=False)
+    """Scaled answer features -> logistic regression, sigmoid-calibrated.
+
+    Boosted trees fitted the training benchmarks better and transferred worse: held out, their
+    ranking of a rung's failures fell below what agreement alone gives (docs/router.md).
+    """
+    base = Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression(C=0.5, max_iter=2000))])
+    return CalibratedClassifierCV(base, method="sigmoid", cv=_calibration_folds(), ensemble=False)
 
 
 def make_cost_pipeline() -> HistGradientBoostingRegressor:
@@ -79,11 +81,46 @@ class FittedParts:
     cost_reference_log_usd: float = 0.0
 
 
-class FeatureCache:
-    """Prompt features computed once per row (they are reused by every rung and fold)."""
+class FeatureMemo:
+    """Feature vectors by row id, reused across rungs, folds and runs (`router.offline.feature_store`
+    saves one to a file). Keys carry the feature names, so a changed vector is never reused."""
 
-    def __init__(self, rows: Sequence[OutcomeRow]) -> None:
-        self.prompt = np.asarray([prompt_features(r.prompt) for r in rows], dtype=np.float64)
+    def __init__(self, prompt: dict[str, list[float]] | None = None, answer: dict[str, list[float]] | None = None):
+        self.prompt = prompt if prompt is not None else {}
+        self.answer = answer if answer is not None else {}
+
+    def prompt_row(self, row: OutcomeRow) -> list[float]:
+        found = self.prompt.get(row.id)
+        if found is None:
+            found = self.prompt[row.id] = prompt_features(row.prompt)
+        return found
+
+    def verifier_row(self, row: OutcomeRow, answer_of: str, previous: Sequence[str], rungs_above: int) -> list[float]:
+        key = f"{row.id}|{answer_of}|{','.join(previous)}|{rungs_above}"
+        found = self.answer.get(key)
+        if found is None:
+            found = self.answer[key] = verifier_features(
+                row.prompt,
+                row.responses[answer_of],
+                rungs_above,
+                [row.responses[m] for m in previous],
+                prompt_row=self.prompt_row(row),
+            )
+        return found
+
+
+# One memo per process unless a caller brings its own: features never change for a row id.
+_MEMO = FeatureMemo()
+
+
+class FeatureCache:
+    """Prompt features of `rows` as one array (computed once per row id, see FeatureMemo)."""
+
+    def __init__(self, rows: Sequence[OutcomeRow], memo: FeatureMemo | None = None) -> None:
+        self.memo = _MEMO if memo is None else memo
+        self.prompt = np.asarray([self.memo.prompt_row(r) for r in rows], dtype=np.float64).reshape(
+            len(rows), len(FEATURE_NAMES)
+        )
 
 
 def _scorer_data(
@@ -95,13 +132,19 @@ def _scorer_data(
 
 
 def verifier_rows(
-    row: OutcomeRow, ladder: Sequence[str], k: int, rung_id: int | None = None
+    row: OutcomeRow,
+    ladder: Sequence[str],
+    k: int,
+    rungs_above: int | None = None,
+    memo: FeatureMemo | None = None,
 ) -> list[tuple[int, list[float]]]:
     """(start rung, features) for rung k's answer, for every start whose answers the row has.
 
-    `rung_id` is the rung's index in the model's own ladder when `ladder` is a sub-ladder of it.
+    `rungs_above` is how many rungs of the model's own ladder lie above this one when `ladder` is a
+    sub-ladder of it.
     """
-    rung_feature = k if rung_id is None else rung_id
+    rung_feature = len(ladder) - 1 - k if rungs_above is None else rungs_above
+    memo = _MEMO if memo is None else memo
     out: list[tuple[int, list[float]]] = []
     if ladder[k] not in row.responses:
         return out
@@ -109,13 +152,12 @@ def verifier_rows(
         chain = ladder[start:k]
         if any(m not in row.responses for m in chain):
             continue
-        previous = [row.responses[m] for m in chain]
-        out.append((start, verifier_features(row.prompt, row.responses[ladder[k]], rung_feature, previous)))
+        out.append((start, memo.verifier_row(row, ladder[k], chain, rung_feature)))
     return out
 
 
 def _verifier_data(
-    rows: Sequence[OutcomeRow], idx: Sequence[int], ladder: Sequence[str], k: int
+    rows: Sequence[OutcomeRow], idx: Sequence[int], ladder: Sequence[str], k: int, memo: FeatureMemo
 ) -> tuple[FloatArray, FloatArray]:
     feats: list[list[float]] = []
     ys: list[float] = []
@@ -124,7 +166,7 @@ def _verifier_data(
         if not row.has((ladder[k], ladder[-1])):
             continue
         label = float(not_good_enough(row, ladder[k], ladder[-1]))
-        for _, vec in verifier_rows(row, ladder, k):
+        for _, vec in verifier_rows(row, ladder, k, memo=memo):
             feats.append(vec)
             ys.append(label)
     return np.asarray(feats, dtype=np.float64), np.asarray(ys, dtype=np.float64)
@@ -147,7 +189,7 @@ def fit_parts(
     for k, rung in enumerate(ladder[:-1]):
         x, y = _scorer_data(rows, idx, cache, rung, top)
         scorers.append(_fit(make_scorer_pipeline(), x, y, f"scorer for {rung}"))
-        xv, yv = _verifier_data(rows, idx, ladder, k)
+        xv, yv = _verifier_data(rows, idx, ladder, k, cache.memo)
         verifiers.append(_fit(make_verifier_pipeline(), xv, yv, f"verifier for {rung}"))
     priced = [i for i in idx if top in rows[i].cost_usd and rows[i].cost_usd[top] > 0]
     if len(priced) < 20:
@@ -157,12 +199,18 @@ def fit_parts(
     return FittedParts(tuple(scorers), tuple(verifiers), cost_model, float(np.median(log_cost)))
 
 
-def cascade_rows(rows: Sequence[OutcomeRow], ladder: Sequence[str]) -> list[int]:
-    """Indices of rows a cascade can be replayed on: scores, costs and answers for every rung."""
+def cascade_rows(rows: Sequence[OutcomeRow], ladder: Sequence[str], need_answers: bool = True) -> list[int]:
+    """Indices of rows a cascade can be replayed on: scores, costs and answers for every rung.
+
+    `need_answers=False` keeps rows without answers too: the verifier cannot judge them, so they
+    are never escalated (routing by start rung or start mix only).
+    """
     return [
         i
         for i, r in enumerate(rows)
-        if r.has(ladder) and all(m in r.cost_usd for m in ladder) and all(m in r.responses for m in ladder[:-1])
+        if r.has(ladder)
+        and all(m in r.cost_usd for m in ladder)
+        and (not need_answers or all(m in r.responses for m in ladder[:-1]))
     ]
 
 
@@ -173,6 +221,7 @@ def cascade_inputs(
     parts: FittedParts,
     cache: FeatureCache,
     rung_ids: Sequence[int] | None = None,
+    model_top: int | None = None,
 ) -> CascadeInputs:
     """Per-request arrays of outcomes and the parts' probabilities, for `simulate`.
 
@@ -180,6 +229,7 @@ def cascade_inputs(
     rungs' indices in the model's ladder when `ladder` is a sub-ladder (default: 0, 1, ...).
     """
     ids = list(range(len(ladder) - 1)) if rung_ids is None else list(rung_ids)
+    top = len(ladder) - 1 if model_top is None else model_top
     k_total = len(ladder)
     n = len(idx)
     scores = np.asarray([[rows[i].scores[m] for m in ladder] for i in idx], dtype=np.float64)
@@ -191,7 +241,7 @@ def cascade_inputs(
         cells: list[tuple[int, int]] = []
         feats: list[list[float]] = []
         for pos, i in enumerate(idx):
-            for start, vec in verifier_rows(rows[i], ladder, k, ids[k]):
+            for start, vec in verifier_rows(rows[i], ladder, k, top - ids[k], cache.memo):
                 cells.append((pos, start))
                 feats.append(vec)
         if feats:

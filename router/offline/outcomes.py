@@ -87,3 +87,33 @@ def rows_hash(rows: Sequence[OutcomeRow]) -> str:
             digest.update(f"\0{model}={row.scores[model]:.4f}".encode())
         digest.update(b"\n")
     return digest.hexdigest()
+
+
+def to_rungs(rows: Sequence[OutcomeRow], models: Mapping[str, str]) -> list[OutcomeRow]:
+    """Rows re-keyed from model keys to rung names (`models`: model key -> rung); other models dropped.
+
+    Everything downstream (training, calibration, evaluation) sees rungs only, so an artifact never
+    depends on which models stood on the ladder. Rows with no score for any given model are dropped.
+    """
+    keyed = {canonical_model(m): rung for m, rung in models.items()}
+    out: list[OutcomeRow] = []
+    for row in rows:
+        scores = {keyed[m]: v for m, v in row.scores.items() if m in keyed}
+        if not scores:
+            continue
+        out.append(
+            OutcomeRow(
+                id=row.id,
+                benchmark=row.benchmark,
+                prompt=row.prompt,
+                scores=scores,
+                cost_usd={keyed[m]: v for m, v in row.cost_usd.items() if m in keyed},
+                responses={keyed[m]: v for m, v in row.responses.items() if m in keyed},
+            )
+        )
+    return out
+
+
+def models_present(rows: Sequence[OutcomeRow]) -> set[str]:
+    """Every model key with a score in `rows` (in the table's canonical spelling)."""
+    return {m for r in rows for m in r.scores}

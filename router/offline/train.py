@@ -15,11 +15,12 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from router.offline.cascade import choose_operating_point
+from router.offline.costs import fill_costs
 from router.offline.fit import FeatureCache, Progress, _quiet, fit_parts, out_of_fold
 from router.offline.metrics import apgr, cpt, sweep
-from router.offline.outcomes import DEFAULT_LADDER, OutcomeRow, rows_hash
+from router.offline.outcomes import DEFAULT_LADDER, OutcomeRow, rows_hash, to_rungs
 from router.runtime.answer_features import VERIFIER_FEATURE_NAMES
-from router.runtime.model import ARTIFACT_FORMAT_VERSION, RouterModel
+from router.runtime.model import ARTIFACT_FORMAT_VERSION, RouterModel, ladder_rungs
 
 
 def _sweep_metrics(rows: Sequence[OutcomeRow], scores: np.ndarray[Any, Any], small: str, large: str) -> dict[str, Any]:
@@ -32,29 +33,40 @@ def _sweep_metrics(rows: Sequence[OutcomeRow], scores: np.ndarray[Any, Any], sma
     return {"rows": len(idx), "apgr": round(apgr(curve), 4), "cpt50": round(cpt(curve, 0.5), 4)}
 
 
+def rung_rows(rows: Sequence[OutcomeRow], models: Sequence[str]) -> tuple[list[OutcomeRow], tuple[str, ...]]:
+    """`rows` re-keyed to the rungs `models` stand on (cheapest first), missing costs estimated."""
+    rungs = ladder_rungs(len(models))
+    return fill_costs(to_rungs(rows, dict(zip(models, rungs, strict=True)))), rungs
+
+
 def train_router(
     rows: Sequence[OutcomeRow],
-    ladder: Sequence[str] = DEFAULT_LADDER,
+    models: Sequence[str] = DEFAULT_LADDER,
     *,
     target_quality_ratio: float = 0.95,
-    max_cost_ratio: float = 0.50,
+    max_cost_ratio: float | None = None,
     folds: int = 5,
     progress: Progress = _quiet,
 ) -> RouterModel:
-    """Fit scorers and verifiers for `ladder` on `rows`, with out-of-fold metrics in metadata.
+    """Fit scorers and verifiers for the ladder `models` (model keys, cheapest first) on `rows`.
 
-    Runs single-threaded: the boosted trees are small, and OpenMP threads on a busy machine cost
-    far more in spinning than they save.
+    The models are only how the table names the rungs: the artifact knows rungs (small/mid/large)
+    and what was measured on them. Out-of-fold metrics go into its metadata. Runs single-threaded:
+    the boosted trees are small, and OpenMP threads on a busy machine cost far more in spinning
+    than they save.
     """
+    keyed, rungs = rung_rows(rows, models)
     with threadpool_limits(limits=1):
-        return _train(rows, tuple(ladder), target_quality_ratio, max_cost_ratio, folds, progress)
+        model = _train(keyed, rungs, target_quality_ratio, max_cost_ratio, folds, progress)
+    model.metadata["training_models"] = list(models)
+    return model
 
 
 def _train(
     rows: Sequence[OutcomeRow],
     ladder: tuple[str, ...],
     target_quality_ratio: float,
-    max_cost_ratio: float,
+    max_cost_ratio: float | None,
     folds: int,
     progress: Progress,
 ) -> RouterModel:
@@ -75,6 +87,7 @@ def _train(
             "quality_ratio": round(result.quality_ratio, 4),
             "cost_ratio": round(result.cost_ratio, 4),
             "served_share": [round(x, 4) for x in result.served_share],
+            "start_mix": list(point.start_mix),
             "target_quality_ratio": target_quality_ratio,
             "max_cost_ratio": max_cost_ratio,
         }
@@ -87,7 +100,14 @@ def _train(
     # The version names the data and what was learned from it, so a retrained model never
     # masquerades as the one before it even on the same data.
     learned = json.dumps(
-        [list(ladder), VERIFIER_FEATURE_NAMES, metrics, point.start_thresholds, point.verify_thresholds],
+        [
+            list(ladder),
+            VERIFIER_FEATURE_NAMES,
+            metrics,
+            point.start_thresholds,
+            point.verify_thresholds,
+            point.start_mix,
+        ],
         sort_keys=True,
         default=str,
     )

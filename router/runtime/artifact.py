@@ -21,7 +21,7 @@ from router.errors import ConfigError
 from router.runtime.model import ARTIFACT_FORMAT_VERSION, ARTIFACT_KIND, RouterModel
 from router.runtime.operating_point import OperatingPoint
 
-DEFAULT_ARTIFACT = Path(__file__).resolve().parent.parent / "artifacts" / "scorer-v1.skops"
+DEFAULT_ARTIFACT = Path(__file__).resolve().parent.parent / "artifacts" / "scorer-v2.skops"
 
 # Every type a router bundle may contain. Extend deliberately when the pipelines change.
 TRUSTED_TYPES: tuple[str, ...] = (
@@ -127,6 +127,7 @@ def save_model(model: RouterModel, path: Path) -> None:
         "verifiers": list(model.verifiers),
         "start_thresholds": list(model.operating_point.start_thresholds),
         "verify_thresholds": list(model.operating_point.verify_thresholds),
+        "start_mix": list(model.operating_point.start_mix),
         "cost_model": model.cost_model,
         "cost_reference_log_usd": model.cost_reference_log_usd,
         "metadata_json": json.dumps(model.metadata, sort_keys=True),
@@ -145,6 +146,7 @@ def save_model(model: RouterModel, path: Path) -> None:
     sidecar["operating_point"] = {
         "start_thresholds": list(model.operating_point.start_thresholds),
         "verify_thresholds": list(model.operating_point.verify_thresholds),
+        "start_mix": list(model.operating_point.start_mix),
     }
     metadata_path(path).write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
@@ -175,6 +177,7 @@ def load_model(path: Path | None = None) -> RouterModel:
             operating_point=OperatingPoint(
                 tuple(float(t) for t in bundle["start_thresholds"]),
                 tuple(float(t) for t in bundle["verify_thresholds"]),
+                tuple(float(t) for t in bundle.get("start_mix", ())),
             ),
             cost_model=bundle.get("cost_model"),
             cost_reference_log_usd=float(bundle.get("cost_reference_log_usd", 0.0)),

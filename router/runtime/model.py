@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,8 +19,33 @@ from router.runtime.policy import RoutingRequest
 from router.runtime.prompt_features import prompt_features
 
 # Bumped when the feature vector or the bundle layout changes; loading refuses other versions.
-ARTIFACT_FORMAT_VERSION = 1
+# 2: rungs named by position (small/mid/large), final answers found anywhere, start mixes.
+ARTIFACT_FORMAT_VERSION = 2
 ARTIFACT_KIND = "tiergate-router"
+
+# A ladder names rungs by position, never by model: an artifact trained on one ladder of models
+# serves any other ladder of the same shape (the operator calibrates it to theirs).
+RUNG_NAMES: tuple[str, ...] = ("small", "mid", "large")
+# Profiles written for the first artifact named rungs by the model keys it was trained on.
+LEGACY_RUNG_KEYS: dict[str, str] = {
+    "mistralai/mistral-7b-chat": "small",
+    "mistralai/mixtral-8x7b-chat": "mid",
+    "gpt-4-1106-preview": "large",
+}
+
+
+def ladder_rungs(n: int) -> tuple[str, ...]:
+    """Rung names of a ladder of `n` models, cheapest first: 2 -> small, large; 3 -> small, mid, large."""
+    if n == 2:
+        return (RUNG_NAMES[0], RUNG_NAMES[-1])
+    if n == 3:
+        return RUNG_NAMES
+    raise ValueError(f"a ladder has two or three rungs, not {n}")
+
+
+def prompt_hash_share(text: str) -> float:
+    """A stable pseudo-random number in [0, 1) per prompt: how a start mix draws its rung."""
+    return zlib.crc32(text.encode("utf-8", "replace")) / 2**32
 
 
 @dataclass(frozen=True)
@@ -52,9 +78,9 @@ class RouterModel:
         return str(self.metadata.get("version", "unversioned"))
 
     def rung_index(self, rung: str) -> int:
-        """Index of a ladder key; raises KeyError naming the known rungs."""
+        """Index of a rung name (or a first-artifact model key); raises KeyError naming the known rungs."""
         try:
-            return self.ladder.index(rung)
+            return self.ladder.index(LEGACY_RUNG_KEYS.get(rung, rung))
         except ValueError:
             raise KeyError(f"rung {rung!r} is not in the model's ladder {list(self.ladder)}") from None
 
@@ -108,7 +134,9 @@ class LearnedScorer:
 
     `tier_rungs` maps gateway tiers (cheapest first) to ladder keys, as the profile's
     `router_rung` does; left out, the tiers are the model's ladder itself. A tier standing for the
-    model's top rung scores 0.0 (nothing above it to do better).
+    model's top rung scores 0.0 (nothing above it to do better). When the artifact's operating
+    point is a start mix, every tier scores the prompt's hash share instead, so the policy's
+    thresholds (the mix's cumulative shares) draw the start rung.
     """
 
     def __init__(self, model: RouterModel, tier_rungs: Sequence[str] | None = None) -> None:
@@ -125,11 +153,16 @@ class LearnedScorer:
     def scores(self, request: RoutingRequest, n_rungs: int) -> list[float]:
         if n_rungs <= 0:
             return []
+        if self._model.operating_point.mixes:
+            # A start mix: one draw per prompt against the cumulative shares (the thresholds).
+            share = prompt_hash_share(request.text)
+            return [0.0 if i >= self._top else share for i in self._mapped(n_rungs)]
         row = np.asarray(prompt_features(request.text), dtype=np.float64)
         needed = {i for i in self._indices[:n_rungs] if i < self._top}
         proba = {i: self._rows[i](row) for i in needed}
-        out = [proba.get(i, 0.0) for i in self._indices[:n_rungs]]
-        # More tiers asked for than mapped: repeat the last mapped score rather than fail.
-        while len(out) < n_rungs:
-            out.append(out[-1] if out else 0.0)
-        return out
+        return [proba.get(i, 0.0) for i in self._mapped(n_rungs)]
+
+    def _mapped(self, n_rungs: int) -> list[int]:
+        """The ladder index of each of the first `n_rungs` tiers; more tiers than mapped repeat the last."""
+        out = self._indices[:n_rungs]
+        return out + [out[-1] if out else self._top] * (n_rungs - len(out))

@@ -91,7 +91,7 @@ class Verifier:
             return Verdict(False, 0.0, 0.0, 1.0, 1.0, rung, "top-rung")
         rung = max(rung, 0)
         prompt_row = prompt_features(prompt_text)
-        features = verifier_features(prompt_text, answer_text, rung, previous_answers, logprobs, prompt_row)
+        features = verifier_features(prompt_text, answer_text, top - rung, previous_answers, logprobs, prompt_row)
         p = self._rows[rung](np.asarray(features, dtype=np.float64))
         finite = [x for x in (logprobs or []) if math.isfinite(x)]
         if finite:

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from router.offline.fit import FeatureCache, verifier_rows
+from router.offline.train import rung_rows
 from router.runtime.fastpath import compile_proba, compile_regressor
 from router.runtime.model import positive_proba
-from tests.unit.router_support import fixture_model, fixture_rows
+from tests.unit.router_support import LARGE, MID, SMALL, fixture_model, fixture_rows
 
 
 def test_every_fitted_part_compiles() -> None:
@@ -29,7 +30,9 @@ def test_scorer_fast_path_matches_predict_proba_on_every_row() -> None:
 def test_verifier_and_cost_fast_paths_match_sklearn() -> None:
     model = fixture_model()
     for k, estimator in enumerate(model.verifiers):
-        x = np.asarray([vec for row in fixture_rows() for _, vec in verifier_rows(row, model.ladder, k)])
+        keyed, _ = rung_rows(list(fixture_rows()), [SMALL, MID, LARGE])
+        x = np.asarray([vec for row in keyed for _, vec in verifier_rows(row, model.ladder, k)])
+        assert len(x) > 0
         fast = compile_proba(estimator)
         assert fast is not None
         assert [fast(row) for row in x] == pytest.approx(positive_proba(estimator, x).tolist(), abs=1e-9)

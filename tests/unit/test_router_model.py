@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from sklearn.tree import DecisionTreeClassifier
 
 from router.offline.outcomes import rows_hash
+from router.offline.train import rung_rows
 from router.runtime.artifact import (
     DEFAULT_ARTIFACT,
     ArtifactError,
@@ -21,7 +22,7 @@ from router.runtime.artifact import (
     resolve_artifact,
     save_model,
 )
-from router.runtime.model import ARTIFACT_FORMAT_VERSION, ARTIFACT_KIND, LearnedScorer
+from router.runtime.model import ARTIFACT_FORMAT_VERSION, ARTIFACT_KIND, RUNG_NAMES, LearnedScorer
 from router.runtime.policy import PolicyConfig, RoutingRequest, Scorer, decide
 from router.runtime.verifier import Verifier
 from tests.unit.router_support import LARGE, MID, SMALL, fixture_model, fixture_rows
@@ -31,8 +32,10 @@ ODD = ["", "日本語で答えてください。", "def f():\n    return 1;\n" *
 
 def test_trained_model_records_version_data_hash_metrics_and_operating_point() -> None:
     model = fixture_model()
-    assert model.ladder == (SMALL, MID, LARGE)
-    assert model.metadata["training_data_sha256"] == rows_hash(list(fixture_rows()))
+    # Rungs, not models: the table's model keys are recorded for provenance only.
+    assert model.ladder == RUNG_NAMES
+    assert model.metadata["training_models"] == [SMALL, MID, LARGE]
+    assert model.metadata["training_data_sha256"] == rows_hash(rung_rows(list(fixture_rows()), [SMALL, MID, LARGE])[0])
     assert model.version.startswith(f"scorer-v{ARTIFACT_FORMAT_VERSION}-")
     assert "cascade_out_of_fold" in model.metadata["metrics"]
     assert len(model.operating_point.verify_thresholds) == 2
@@ -163,7 +166,7 @@ def test_committed_default_artifact_loads_and_matches_its_sidecar() -> None:
     sidecar = json.loads(metadata_path(DEFAULT_ARTIFACT).read_text())
     assert sidecar["version"] == model.version
     assert sidecar["training_data_sha256"] == model.metadata["training_data_sha256"]
-    assert tuple(sidecar["ladder"]) == model.ladder == (SMALL, MID, LARGE)
+    assert tuple(sidecar["ladder"]) == model.ladder == RUNG_NAMES
     assert 0.0 <= LearnedScorer(model).scores(RoutingRequest(text="What is 2+2?"), 2)[0] <= 1.0
 
 

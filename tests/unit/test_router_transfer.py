@@ -1,0 +1,256 @@
+"""Transfer to unseen traffic: final answers anywhere, rungs not models, mixes, calibration on a sample."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from gateway.cli import app
+from router.offline.calibrate import calibrate_point
+from router.offline.cascade import (
+    NEVER,
+    CascadeInputs,
+    cheapest_mix,
+    choose_operating_point,
+    simulate,
+)
+from router.offline.costs import fill_costs
+from router.offline.outcomes import OutcomeRow, to_rungs
+from router.offline.report import evaluate
+from router.runtime.answer_features import ANSWER_FEATURE_NAMES, answer_features, extract_letter, final_answer
+from router.runtime.artifact import load_model, save_model
+from router.runtime.model import LearnedScorer, RouterModel
+from router.runtime.operating_point import OperatingPoint, cumulative_shares
+from router.runtime.policy import PolicyConfig, RoutingRequest, decide
+from tests.unit.router_support import FIXTURE, LARGE, MID, SHARED_OUTCOMES, SMALL, fixture_model, fixture_rows
+
+runner = CliRunner()
+
+
+def test_option_letters_are_found_wherever_the_answer_states_them() -> None:
+    assert extract_letter("Let me think. Energy is conserved, so the answer is (C).") == "C"
+    assert extract_letter("Both options look close.\nAfter weighing them:\nAnswer: B") == "B"
+    assert extract_letter("Working...\n\nFinal: \\boxed{D}") == "D"
+    assert extract_letter("Reasoning about it at length.\n(A)") == "A"
+    assert extract_letter("A dog is an animal with four legs.") is None
+
+
+def test_final_numbers_agree_however_they_are_written() -> None:
+    assert final_answer("so 12 * 3 = 36 in total\n#### 36") == final_answer("The answer is 36.0")
+    assert final_answer("\\boxed{1,250}") == final_answer("Total: 1250")
+    assert final_answer("```python\ndef f(x):\n    return x\n```") == final_answer("```\ndef f(x):\n  return x```")
+
+
+def test_prose_answers_that_say_the_same_thing_are_more_similar_than_unrelated_ones() -> None:
+    names = list(ANSWER_FEATURE_NAMES)
+    mine = "Paris is the capital of France and its largest city."
+    same = dict(zip(names, answer_features(mine, ["The capital of France is Paris, its largest city."]), strict=True))
+    other = dict(zip(names, answer_features(mine, ["Photosynthesis turns light into chemical energy."]), strict=True))
+    assert same["prev_text_similarity"] > 0.6 > 0.2 > other["prev_text_similarity"]
+    assert same["ans_is_prose"] == 1.0
+
+
+def test_refusals_and_hedges_are_flagged() -> None:
+    names = list(ANSWER_FEATURE_NAMES)
+    refused = dict(zip(names, answer_features("I'm sorry, but I cannot provide that."), strict=True))
+    plain = dict(zip(names, answer_features("Water boils at 100 degrees Celsius at sea level."), strict=True))
+    assert refused["ans_refusal"] == 1.0 and refused["ans_hedges"] >= 1.0
+    assert plain["ans_refusal"] == 0.0 and plain["ans_hedges"] == 0.0
+
+
+def test_the_cheapest_mix_lies_on_the_lower_hull() -> None:
+    found = cheapest_mix([0.6, 0.9, 1.0], [0.02, 0.06, 1.0], 0.95)
+    assert found is not None
+    shares, quality, cost = found
+    assert shares == pytest.approx((0.0, 0.5, 0.5))
+    assert quality == pytest.approx(0.95)
+    assert cost == pytest.approx(0.53)
+    assert cheapest_mix([0.6, 0.9], [0.1, 1.0], 1.01) is None
+
+
+def _inputs(rng: np.random.Generator, n: int, signal: float) -> CascadeInputs:
+    """Three rungs; the verifier's priority is `signal` x (rung wrong) + noise."""
+    scores = np.column_stack(
+        [rng.random(n) < 0.55, rng.random(n) < 0.8, rng.random(n) < 0.95],
+    ).astype(np.float64)
+    cost = np.column_stack([np.full(n, 0.02), np.full(n, 0.06), np.full(n, 1.0)])
+    verify = np.full((n, 3, 2), np.nan)
+    for k in range(2):
+        wrong = (scores[:, k] < scores[:, 2]).astype(np.float64)
+        for s in range(k + 1):
+            verify[:, s, k] = signal * wrong + rng.random(n)
+    return CascadeInputs(scores, cost, rng.random((n, 2)), verify)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(min_value=0, max_value=10_000), st.floats(min_value=0.0, max_value=2.0))
+def test_the_chosen_point_never_costs_more_than_the_best_fixed_mix_it_could_be(seed: int, signal: float) -> None:
+    inputs = _inputs(np.random.default_rng(seed), 120, signal)
+    _, result = choose_operating_point(inputs, 0.9, steps=5)
+    assert result.quality_ratio >= 0.9 - 1e-9
+    # Every two-rung fixed mix in the search's 5% steps that reaches the target costs at least as much.
+    never = tuple([NEVER, NEVER])
+    for a, b in itertools.combinations(range(3), 2):
+        for w in np.linspace(0.0, 1.0, 21):
+            mix = [0.0, 0.0, 0.0]
+            mix[a], mix[b] = 1.0 - float(w), float(w)
+            shares = tuple(mix)
+            fixed = simulate(inputs, OperatingPoint(cumulative_shares(shares), never, shares))
+            if fixed.quality_ratio >= 0.9 + 1e-9:
+                assert result.cost_ratio <= fixed.cost_ratio + 1e-9
+
+
+def test_a_start_mix_is_replayed_as_the_share_weighted_sum_of_its_starts() -> None:
+    inputs = _inputs(np.random.default_rng(3), 200, 1.0)
+    taus = (0.8, 0.9)
+    mix = (0.2, 0.5, 0.3)
+    whole = simulate(inputs, OperatingPoint(cumulative_shares(mix), taus, mix))
+    parts = [
+        simulate(inputs, OperatingPoint(cumulative_shares(one), taus, one))
+        for one in ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+    ]
+    assert whole.quality == pytest.approx(sum(w * p.quality for w, p in zip(mix, parts, strict=True)))
+    assert whole.cost_usd == pytest.approx(sum(w * p.cost_usd for w, p in zip(mix, parts, strict=True)))
+
+
+def _with_point(model: RouterModel, point: OperatingPoint) -> RouterModel:
+    return RouterModel(
+        model.ladder, model.scorers, model.verifiers, point, model.cost_model, model.cost_reference_log_usd
+    )
+
+
+def test_the_live_policy_runs_a_start_mix_from_the_artifact() -> None:
+    mix = (0.0, 0.7, 0.3)
+    model = _with_point(fixture_model(), OperatingPoint(cumulative_shares(mix), (NEVER, NEVER), mix))
+    config = PolicyConfig(tier_names=("s", "m", "l"), thresholds=cumulative_shares(mix))
+    scorer = LearnedScorer(model)
+    tiers = [decide(RoutingRequest(text=f"question number {i}?"), config, scorer).tier for i in range(3000)]
+    assert tiers.count("s") == 0
+    assert tiers.count("m") / len(tiers) == pytest.approx(0.7, abs=0.03)
+    # The same prompt always starts at the same rung (replay and retries agree).
+    assert {decide(RoutingRequest(text="same"), config, scorer).tier for _ in range(5)} != set()
+    assert len({decide(RoutingRequest(text="same"), config, scorer).tier for _ in range(5)}) == 1
+
+
+def test_calibration_keeps_a_router_that_knows_and_falls_back_to_the_mix_when_it_does_not() -> None:
+    rng = np.random.default_rng(11)
+    knows = calibrate_point(_inputs(rng, 300, 5.0), 0.95, bootstrap=20, checks=8)
+    blind = calibrate_point(_inputs(rng, 300, 0.0), 0.95, bootstrap=20, checks=8)
+    assert knows.summary["policy"] == "router"
+    assert knows.summary["cost_vs_best_mix"] < 0.8
+    assert blind.summary["policy"] == "fixed-mix"
+    assert blind.point.verify_thresholds == (NEVER, NEVER)
+    lo, hi = blind.summary["bootstrap"]["quality_ratio_90"]
+    assert lo <= blind.summary["quality_ratio"] <= hi
+
+
+def _renamed(rows: tuple[OutcomeRow, ...], names: dict[str, str]) -> list[OutcomeRow]:
+    return [
+        OutcomeRow(
+            r.id,
+            r.benchmark,
+            r.prompt,
+            {names[m]: v for m, v in r.scores.items()},
+            {names[m]: v for m, v in r.cost_usd.items()},
+            {names[m]: v for m, v in r.responses.items()},
+        )
+        for r in rows
+    ]
+
+
+def test_eval_judges_any_ladder_of_models_the_same_way() -> None:
+    names = {SMALL: "acme/tiny", MID: "acme/medium", LARGE: "acme/huge"}
+    model = fixture_model()
+    theirs = evaluate(model, _renamed(fixture_rows(), names), "acme/tiny", "acme/huge", "acme/medium").summary
+    ours = evaluate(model, list(fixture_rows()), SMALL, LARGE, MID).summary
+    for key in ("apgr", "cascade_quality_ratio", "cascade_cost_ratio", "best_mix_cost_ratio", "cost_vs_best_mix"):
+        assert theirs[key] == ours[key]
+    assert theirs["best_mix_cost_ratio"] is not None
+    assert theirs["cost_vs_best_mix"] == pytest.approx(
+        theirs["cascade_cost_ratio"] / theirs["best_mix_cost_ratio"], abs=1e-3
+    )
+
+
+def test_rows_without_prices_are_priced_from_the_rows_with_them() -> None:
+    priced = [
+        OutcomeRow(f"p{i}", "b", "x" * (10 * i), {"m": 1.0}, {"m": 1e-6 * (10 * i + 2 * 40)}, {"m": "y" * 40})
+        for i in range(1, 30)
+    ]
+    unpriced = OutcomeRow("u", "b", "x" * 100, {"m": 1.0}, {}, {"m": "y" * 40})
+    filled = fill_costs([unpriced], priced)[0]
+    assert filled.cost_usd["m"] == pytest.approx(1e-6 * (100 + 80), rel=0.05)
+    assert to_rungs([unpriced], {"m": "small"})[0].scores == {"small": 1.0}
+
+
+def test_calibrate_writes_an_artifact_with_its_interval_that_eval_judges(tmp_path: Path) -> None:
+    base = tmp_path / "base.skops"
+    save_model(fixture_model(), base)
+    out = tmp_path / "calibrated.skops"
+    args = ["router", "calibrate", "--data", str(FIXTURE), "--target-quality", "0.9", "--out", str(out)]
+    result = runner.invoke(app, [*args, "--artifact", str(base), "--bootstrap", "20"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["policy"] in {"router", "fixed-mix"}
+    assert len(summary["bootstrap"]["cost_ratio_90"]) == 2
+    calibrated = load_model(out)
+    assert calibrated.metadata["calibration"]["rows"] == summary["rows"]
+    assert calibrated.version != fixture_model().version
+    judged = runner.invoke(
+        app, ["router", "eval", "--data", str(FIXTURE), "--artifact", str(out), "--mid", MID, "--json"]
+    )
+    assert judged.exit_code == 0, judged.output
+    assert json.loads(judged.stdout)["cost_vs_best_mix"] is not None
+
+
+def test_calibrate_names_the_models_the_data_has_when_a_rung_is_missing(tmp_path: Path) -> None:
+    args = ["router", "calibrate", "--data", str(FIXTURE), "--target-quality", "0.9", "--out", str(tmp_path / "x")]
+    result = runner.invoke(app, [*args, "--large", "acme/huge"])
+    assert result.exit_code == 2
+    assert "acme/huge" in result.output and LARGE in result.output
+
+
+@pytest.mark.skipif(not SHARED_OUTCOMES.is_dir(), reason="the shared routing-outcome tables are not here")
+def test_final_answers_are_found_in_nearly_every_recorded_answer() -> None:
+    from router.offline.tables import load_outcomes
+
+    rows = load_outcomes([SHARED_OUTCOMES / "train" / "routerbench-arc-challenge-train.jsonl"])[:300]
+    letters = [final_answer(r.responses["mistralai/mixtral-8x7b-chat"]).startswith("letter:") for r in rows]
+    assert sum(letters) / len(letters) >= 0.95
+
+
+def test_lobo_reports_each_held_out_benchmark_against_the_mix(tmp_path: Path) -> None:
+    out = tmp_path / "lobo.json"
+    args = ["router", "lobo", "--data", str(FIXTURE), "--benchmark", "synthetic-mc", "--json-out", str(out)]
+    result = runner.invoke(app, [*args, "--cache", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    fold = json.loads(out.read_text())["synthetic-mc"]
+    assert fold["rows_calibration"] + fold["rows_judged"] == 60
+    assert fold["oracle_cost_ratio"] <= fold["cost_ratio"]
+    assert "| synthetic-mc | 3 |" in result.stdout
+    assert list((tmp_path / "cache").glob("features-*.json"))
+
+
+def test_the_gateway_loads_a_calibrated_mix_as_start_thresholds_and_a_judge_that_never_climbs(tmp_path: Path) -> None:
+    from deployments.profile import parse_profile
+    from gateway.state import load_router
+
+    mix = (0.0, 0.6, 0.4)
+    path = tmp_path / "mix.skops"
+    save_model(_with_point(fixture_model(), OperatingPoint(cumulative_shares(mix), (NEVER, NEVER), mix)), path)
+    tiers = [
+        {"name": name, "endpoint": "http://127.0.0.1:9/v1", "upstream_model": name, "router_rung": rung}
+        for name, rung in (("s", "small"), ("m", "mid"), ("l", "large"))
+    ]
+    routing = {"policy": "learned", "scorer_artifact": str(path), "cascade": {"enabled": True}}
+    parts = load_router(parse_profile({"name": "t", "tiers": tiers, "routing": routing}))
+    assert parts.start_thresholds == pytest.approx(cumulative_shares(mix))
+    assert parts.judge is not None
+    doubtful = parts.judge.judge("m", "Which?\nA) x\nB) y", "I am not sure, maybe A or B", None, ["B"])
+    assert not doubtful.escalate
