@@ -21,7 +21,7 @@ from gateway.access import AccessMetrics, QuotaMiddleware, build_quotas, request
 from gateway.drain import Drain, DrainMiddleware
 from gateway.errors import HTTPError, InternalError, MethodNotAllowed, NotFound, render
 from gateway.middleware import AuthMiddleware, BodyLimitMiddleware, RequestContextMiddleware
-from gateway.routes import ChatEndpoint, router
+from gateway.routes import ChatEndpoint, allowed_methods, finish_openapi, router
 from gateway.settings import GatewaySettings
 from gateway.state import AppState
 from router.runtime.policy import Scorer
@@ -82,9 +82,12 @@ def create_app(
         return render(exc)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 405:
-            return render(MethodNotAllowed("Method not allowed for this route."))
+            # RFC 9110 requires `Allow` on a 405. Starlette's names only the first route matching the
+            # path, and a path served by two handlers (GET and PUT /admin/policy) has two routes.
+            allow = ", ".join(allowed_methods(app, request.scope))
+            return render(MethodNotAllowed("Method not allowed for this route.", headers={"allow": allow}))
         if exc.status_code == 404:
             return render(NotFound("No such route.", code="not_found"))
         return render(InternalError(str(exc.detail)), {"x-status": str(exc.status_code)})
@@ -98,8 +101,7 @@ def create_app(
         # The chat endpoint is not a FastAPI route (see routes.ChatEndpoint), so it describes itself.
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            schema["paths"][ChatEndpoint.path] = ChatEndpoint.openapi_path(components)
+            finish_openapi(schema, api_keys=bool(profile.gateway.api_keys))
             app.openapi_schema = schema
         return app.openapi_schema
 

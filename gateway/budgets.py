@@ -12,7 +12,7 @@ from router.runtime.slo import Budget
 SLO_TTFT_HEADER = "x-tiergate-slo-ttft-ms"
 SLO_TOTAL_HEADER = "x-tiergate-slo-total-ms"
 # A budget past an hour is a typo more often than a wish; refuse it rather than plan around it.
-_MAX_BUDGET_MS = 3_600_000.0
+MAX_BUDGET_MS = 3_600_000.0
 
 
 def _header_ms(headers: Mapping[str, str], name: str) -> float | None:
@@ -23,8 +23,8 @@ def _header_ms(headers: Mapping[str, str], name: str) -> float | None:
         value = float(raw)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and 0.0 < value <= _MAX_BUDGET_MS):
-        raise InvalidRequest(f"{name} must be a number of milliseconds in (0, {_MAX_BUDGET_MS:.0f}].", param=name)
+    if not (math.isfinite(value) and 0.0 < value <= MAX_BUDGET_MS):
+        raise InvalidRequest(f"{name} must be a number of milliseconds in (0, {MAX_BUDGET_MS:.0f}].", param=name)
     return value
 
 

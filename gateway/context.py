@@ -20,12 +20,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from starlette.types import Scope
 
 from gateway.errors import HTTPError
 
 SCOPE_KEY = "tiergate"
+# The passed-through header names at most this many fields, each cut to this many characters: a body
+# with 20,000 unknown fields made a 129 kB header, which proxies and clients refuse.
+PASSED_THROUGH_MAX_NAMES = 16
+PASSED_THROUGH_MAX_CHARS = 48
 
 
 @dataclass(slots=True)
@@ -65,7 +70,7 @@ class RequestContext:
         """The routing decision, and the request fields passed to the tier unchecked (named in a header)."""
         self.tier, self.latency_class, self.route_reason, self.stream = tier, latency_class, reason, stream
         if passed_through:
-            self.extra_headers.append((b"x-tiergate-passed-through", ",".join(passed_through).encode()))
+            self.extra_headers.append((b"x-tiergate-passed-through", passed_through_header(passed_through)))
 
     def moved_to(self, tier: str, reason: str) -> None:
         """Admission sent the request to another tier than the one routing chose."""
@@ -124,6 +129,15 @@ class RequestContext:
         if self.cost_usd is not None:
             out.append((b"x-tiergate-cost-usd", f"{self.cost_usd:.10f}".encode()))
         return out
+
+
+def passed_through_header(names: list[str]) -> bytes:
+    """The header value naming fields passed through unchecked: plain names as they are, any other
+    character percent-encoded (a CR or LF in a field name made the server drop the answer), bounded."""
+    shown = [quote(name[:PASSED_THROUGH_MAX_CHARS], safe="_-.") for name in names[:PASSED_THROUGH_MAX_NAMES]]
+    if len(names) > PASSED_THROUGH_MAX_NAMES:
+        shown.append(f"+{len(names) - PASSED_THROUGH_MAX_NAMES}-more")
+    return ",".join(shown).encode("ascii")
 
 
 def usage_tokens(usage: Any) -> tuple[int, int] | None:

@@ -7,10 +7,20 @@ are passed through, and reported back in a header so they are never dropped sile
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from gateway.errors import InvalidRequest
 
@@ -19,11 +29,43 @@ if TYPE_CHECKING:
 
 # Strict mode still accepts JSON integers for floats, but never strings.
 Number = float
+
+
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
+# The rules below that span fields, written once more as JSON Schema so that the OpenAPI document
+# promises exactly what the server accepts (a schema-valid request is never a 400).
+_CONTENT_RULE: dict[str, Any] = {
+    "anyOf": [
+        {"properties": {"role": {"const": "assistant"}}},
+        {"required": ["content"], "properties": {"content": {"not": {"type": "null"}}}},
+        {"required": ["tool_calls"]},
+    ],
+    "description": "content is required (not null) unless the role is assistant or the message has tool_calls.",
+}
+_REQUEST_RULES: dict[str, Any] = {
+    "allOf": [
+        {
+            "anyOf": [
+                {"not": {"required": ["stream_options"]}},
+                {"properties": {"stream_options": {"type": "null"}}},
+                {"required": ["stream"], "properties": {"stream": {"const": True}}},
+            ]
+        },
+        {
+            "anyOf": [
+                {"not": {"required": ["top_logprobs"]}},
+                {"properties": {"top_logprobs": {"enum": [None, 0]}}},
+                {"required": ["logprobs"], "properties": {"logprobs": {"const": True}}},
+            ]
+        },
+    ]
+}
+
+
 class Message(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(extra="allow", strict=True, json_schema_extra=_CONTENT_RULE)
 
     role: Role
     content: str | list[dict[str, Any]] | None = None
@@ -43,10 +85,13 @@ class StreamOptions(BaseModel):
     include_usage: bool | None = None
 
 
+_INTEGER_FIELDS = ("max_tokens", "max_completion_tokens", "n", "seed", "top_logprobs")
+
+
 class ChatCompletionRequest(BaseModel):
     """The fields tiergate checks. Everything else travels as the caller sent it."""
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(extra="allow", strict=True, json_schema_extra=_REQUEST_RULES)
 
     model: str = Field(min_length=1)
     messages: list[Message] = Field(min_length=1)
@@ -60,7 +105,7 @@ class ChatCompletionRequest(BaseModel):
     presence_penalty: Number | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: Number | None = Field(default=None, ge=-2.0, le=2.0)
     seed: StrictInt | None = None
-    stop: str | list[str] | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
     logprobs: StrictBool | None = None
     top_logprobs: StrictInt | None = Field(default=None, ge=0, le=20)
     tools: list[dict[str, Any]] | None = None
@@ -69,15 +114,31 @@ class ChatCompletionRequest(BaseModel):
     user: str | None = None
     metadata: dict[str, str] | None = None
 
-    @model_validator(mode="after")
-    def _consistent(self) -> ChatCompletionRequest:
-        if self.stream_options is not None and not self.stream:
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_floats(cls, data: Any) -> Any:
+        # JSON has one number type: 2.0 is the integer 2 (JSON Schema agrees); 2.5 and "2" stay errors.
+        # A model validator, not a per-field one, so the fields' JSON Schema keeps its bounds.
+        if not isinstance(data, dict):
+            return data
+        whole = {f: int(v) for f in _INTEGER_FIELDS if isinstance(v := data.get(f), float) and v.is_integer()}
+        return {**data, **whole} if whole else data
+
+    # Field validators rather than one model validator, so the error names the field (`param`);
+    # each sees the fields declared before it in `info.data`.
+    @field_validator("stream_options")
+    @classmethod
+    def _only_when_streaming(cls, value: StreamOptions | None, info: ValidationInfo) -> StreamOptions | None:
+        if value is not None and info.data.get("stream") is not True:
             raise ValueError("stream_options is only allowed when stream is true")
-        if self.top_logprobs and not self.logprobs:
+        return value
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _only_with_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value and info.data.get("logprobs") is not True:
             raise ValueError("top_logprobs requires logprobs to be true")
-        if isinstance(self.stop, list) and len(self.stop) > 4:
-            raise ValueError("stop accepts at most 4 sequences")
-        return self
+        return value
 
 
 KNOWN_FIELDS = frozenset(ChatCompletionRequest.model_fields)
@@ -227,8 +288,13 @@ def parse_chat_request(raw: bytes) -> ParsedRequest:
     try:
         checked = ChatCompletionRequest.model_validate(body)
     except ValidationError as err:
-        first = err.errors(include_url=False, include_input=False)[0]
+        errors = err.errors(include_url=False, include_input=False)
+        first = errors[0]
         param = _param_of(tuple(first["loc"])) or None
+        # A union (stop: str | list) reports one error per member: prefer the rule a member broke
+        # ("at most 4 items") over the first member's type mismatch ("should be a valid string").
+        same_field = [e for e in errors if (_param_of(tuple(e["loc"])) or None) == param]
+        first = next((e for e in same_field if not e["type"].endswith("_type")), first)
         msg = first["msg"]
         raise InvalidRequest(f"Invalid value for '{param}': {msg}" if param else msg, param=param) from None
     return ParsedRequest(body, checked)

@@ -9,10 +9,12 @@ import orjson
 from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from deployments.profile import LATENCY_CLASSES, ProfileError, RoutingSpec
+from gateway.affinity import HEADER as AFFINITY_HEADER
+from gateway.budgets import MAX_BUDGET_MS, SLO_TOTAL_HEADER, SLO_TTFT_HEADER
 from gateway.errors import (
     AuthenticationFailed,
     HTTPError,
@@ -28,6 +30,7 @@ from gateway.errors import (
     render,
 )
 from gateway.metrics import CONTENT_TYPE
+from gateway.middleware import ADMIN_PREFIX, OPEN_PATHS
 from gateway.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ErrorResponse
 from gateway.service import LATENCY_HEADER, ChatService
 from gateway.state import AppState
@@ -38,6 +41,10 @@ router = APIRouter()
 def _state(request: Request) -> AppState:
     state: AppState = request.app.state.tiergate
     return state
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
 def _json(data: Any, status_code: int = 200) -> Response:
@@ -127,7 +134,24 @@ class ChatEndpoint:
                     "in": "header",
                     "required": False,
                     "schema": {"type": "string", "enum": list(LATENCY_CLASSES)},
-                }
+                },
+                *(
+                    {
+                        "name": name,
+                        "in": "header",
+                        "required": False,
+                        "description": "This request's latency budget in ms, over its latency class's.",
+                        "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_BUDGET_MS},
+                    }
+                    for name in (SLO_TTFT_HEADER, SLO_TOTAL_HEADER)
+                ),
+                {
+                    "name": AFFINITY_HEADER,
+                    "in": "header",
+                    "required": False,
+                    "description": "Turns of one conversation start no lower than the tier that answered it before.",
+                    "schema": {"type": "string"},
+                },
             ],
             "requestBody": {"required": True, "content": {"application/json": {"schema": ref(ChatCompletionRequest)}}},
             "responses": responses,
@@ -145,6 +169,21 @@ class _ServeChat:
         await self.service.serve(scope, receive, send)
 
 
+def _errors(*leaves: type[HTTPError]) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI entries of the errors a route can answer, each in the one error shape."""
+    return {leaf.status_code: {"model": ErrorResponse, "description": leaf.__name__} for leaf in leaves}
+
+
+# Request bodies of handlers that read the raw body themselves; their schemas join the components.
+_BODY_MODELS: list[type[BaseModel]] = []
+
+
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """An OpenAPI request body (for `openapi_extra`) naming `model`, whose schema document_auth adds."""
+    _BODY_MODELS.append(model)
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": _ref(model)}}}}
+
+
 @router.get("/v1/models")
 async def list_models(request: Request) -> Response:
     return _json(_state(request).model_list(int(time.time())))
@@ -155,7 +194,7 @@ async def healthz() -> Response:
     return _json({"status": "ok"})
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "No tier is ready (the body says which is not, and why)"}})
 async def readyz(request: Request) -> Response:
     ready, body = _state(request).readiness()
     if request.app.state.drain.draining:
@@ -164,12 +203,22 @@ async def readyz(request: Request) -> Response:
     return _json(body, 200 if ready else 503)
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"description": "Prometheus text exposition", "content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}
+    },
+)
 async def metrics(request: Request) -> Response:
     return Response(_state(request).metrics.render(), media_type=CONTENT_TYPE)
 
 
-@router.post("/admin/route-preview")
+@router.post(
+    "/admin/route-preview",
+    responses=_errors(InvalidRequest, NotFound, PayloadTooLarge),
+    openapi_extra=_json_body(ChatCompletionRequest),
+)
 async def route_preview(request: Request) -> Response:
     """What model=auto would do with this chat request now (tier, ladder, scores, estimates); calls no tier."""
     return _json(_state(request).service.preview(request.headers, await request.body()))
@@ -181,7 +230,7 @@ async def get_policy(request: Request) -> Response:
     return _json(_state(request).profile.routing.model_dump(mode="json"))
 
 
-@router.put("/admin/policy")
+@router.put("/admin/policy", responses=_errors(InvalidRequest, PayloadTooLarge), openapi_extra=_json_body(RoutingSpec))
 async def put_policy(request: Request) -> Response:
     """Replace the routing section; validated against the tiers, applied to the next request."""
     try:
@@ -190,7 +239,45 @@ async def put_policy(request: Request) -> Response:
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise InvalidRequest(f"routing.{where}: {first['msg']}", param=where or None) from None
+        raise InvalidRequest(f"routing{'.' if where else ''}{where}: {first['msg']}", param=where or None) from None
     except ProfileError as err:
         raise InvalidRequest(str(err)) from None
     return _json(_state(request).profile.routing.model_dump(mode="json"))
+
+
+def finish_openapi(schema: dict[str, Any], *, api_keys: bool) -> None:
+    """Complete FastAPI's document: the chat path, the raw-body schemas, and which operations need
+    which bearer key as AuthMiddleware enforces it (the admin key for ADMIN_PREFIX, always; an API
+    key for the rest but OPEN_PATHS, when keys are set)."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    schema["paths"][ChatEndpoint.path] = ChatEndpoint.openapi_path(components)
+    for model in _BODY_MODELS:
+        body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(body.pop("$defs", {}))
+        components[model.__name__] = body
+    auth = {
+        "description": AuthenticationFailed.__name__,
+        "content": {"application/json": {"schema": _ref(ErrorResponse)}},
+    }
+    schemes = schema["components"].setdefault("securitySchemes", {})
+    schemes["adminKey"] = {"type": "http", "scheme": "bearer", "description": "gateway.admin_key"}
+    if api_keys:
+        schemes["apiKey"] = {"type": "http", "scheme": "bearer", "description": "gateway.api_keys"}
+    for path, item in schema.get("paths", {}).items():
+        scheme = "adminKey" if path.startswith(ADMIN_PREFIX) else None
+        if scheme is None and api_keys and path not in OPEN_PATHS:
+            scheme = "apiKey"
+        if scheme is None:
+            continue
+        for operation in item.values():
+            operation["security"] = [{scheme: []}]
+            operation.setdefault("responses", {}).setdefault(str(AuthenticationFailed.status_code), auth)
+
+
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """Every method some route of `app` serves at this request's path (for a 405's `Allow`)."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        if isinstance(route, Route) and route.matches(scope)[0] is not Match.NONE:
+            methods |= route.methods or set()
+    return sorted(methods)

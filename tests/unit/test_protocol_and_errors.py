@@ -69,14 +69,31 @@ def test_routing_text_reads_string_and_part_contents() -> None:
     [
         ({"model": "a", "messages": [{"role": "user"}]}, "messages[0]"),
         ({"model": "a", "messages": [{"role": "user", "content": 3}]}, "messages[0].content"),
-        ({"model": "a", "messages": [{"role": "user", "content": "x"}], "top_logprobs": 3}, None),
-        ({"model": "a", "messages": [{"role": "user", "content": "x"}], "stop": ["a"] * 5}, None),
+        ({"model": "a", "messages": [{"role": "user", "content": "x"}], "top_logprobs": 3}, "top_logprobs"),
+        ({"model": "a", "messages": [{"role": "user", "content": "x"}], "stop": ["a"] * 5}, "stop"),
+        ({"model": "a", "messages": [{"role": "user", "content": "x"}], "stream_options": {}}, "stream_options"),
+        ({"model": "a", "messages": [{"role": "tool"}]}, "messages[0]"),
     ],
 )
-def test_validation_errors_name_the_field(body: dict[str, Any], param: str | None) -> None:
+def test_validation_errors_name_the_field(body: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequest) as info:
         _parse(body)
     assert info.value.param == param
+
+
+def test_a_union_field_reports_the_rule_it_broke_not_the_first_type_it_tried() -> None:
+    with pytest.raises(InvalidRequest) as info:
+        _parse({"model": "a", "messages": [{"role": "user", "content": "x"}], "stop": ["a"] * 5})
+    assert "at most 4" in info.value.message
+
+
+def test_whole_floats_are_integers_as_in_json_and_strings_never_are() -> None:
+    hello = {"model": "a", "messages": [{"role": "user", "content": "x"}]}
+    assert _parse({**hello, "max_tokens": 16.0, "n": 2.0}).checked.n == 2
+    for bad in (2.5, "2", True):
+        with pytest.raises(InvalidRequest) as info:
+            _parse({**hello, "n": bad})
+        assert info.value.param == "n"
 
 
 def test_rendered_errors_have_openai_shape_and_headers() -> None:
