@@ -21,6 +21,7 @@ import httpx
 import pytest
 import schemathesis
 from schemathesis.config import SchemathesisConfig
+from schemathesis.schemas import APIOperation
 
 from deployments.profile import load_profile, with_env_overrides
 from gateway.app import create_app
@@ -29,6 +30,7 @@ from gateway.settings import GatewaySettings
 from tests.e2e.conftest import API_KEY
 from tests.procs import fake_upstream, gateway, write_profile
 
+Case = schemathesis.Case[APIOperation[Any, Any, Any, Any]]
 ADMIN_KEY = "adm-conformance-0123456789"
 MAX_EXAMPLES = 25
 
@@ -97,16 +99,14 @@ def _bearer(key: str) -> dict[str, str]:
 
 
 @open_schema.parametrize()
-def test_a_gateway_without_keys_answers_as_its_schema_promises(case: schemathesis.Case, open_gateway: str) -> None:
+def test_a_gateway_without_keys_answers_as_its_schema_promises(case: Case, open_gateway: str) -> None:
     case.call_and_validate(
         base_url=open_gateway, headers=_bearer(ADMIN_KEY) if case.path.startswith(ADMIN_PREFIX) else None
     )
 
 
 @keyed_schema.parametrize()
-def test_a_keyed_gateway_answers_its_key_holders_as_its_schema_promises(
-    case: schemathesis.Case, keyed_gateway: str
-) -> None:
+def test_a_keyed_gateway_answers_its_key_holders_as_its_schema_promises(case: Case, keyed_gateway: str) -> None:
     case.call_and_validate(
         base_url=keyed_gateway, headers=_bearer(ADMIN_KEY if case.path.startswith(ADMIN_PREFIX) else API_KEY)
     )
@@ -114,7 +114,7 @@ def test_a_keyed_gateway_answers_its_key_holders_as_its_schema_promises(
 
 @keyed_schema.parametrize()
 def test_a_keyed_gateway_refuses_callers_without_a_key_on_every_route_but_the_open_ones(
-    case: schemathesis.Case, keyed_gateway: str
+    case: Case, keyed_gateway: str
 ) -> None:
     response = case.call_and_validate(base_url=keyed_gateway)
     if case.path not in OPEN_PATHS and response.status_code != 405:

@@ -134,7 +134,7 @@ def test_the_schema_says_which_key_each_route_needs_as_the_middleware_enforces()
     open_ = _app().openapi()
     for path, item in keyed["paths"].items():
         for op in item.values():
-            want = [{"adminKey": []}] if path.startswith(ADMIN_PREFIX) else None
+            want: list[dict[str, list[str]]] | None = [{"adminKey": []}] if path.startswith(ADMIN_PREFIX) else None
             if want is None and path not in OPEN_PATHS:
                 want = [{"apiKey": []}]
             assert op.get("security") == want, path
