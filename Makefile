@@ -56,13 +56,17 @@ test: setup lint ## lint, type-check and run every test (integration included)
 test-fast: setup ## every test but the real-stack integration module
 	$(BIN)/python -m pytest -m 'not integration'
 
-bench: $(DEV_STAMP) ## benchmarks: tiergate vs a bare proxy vs the upstream (wrk, one run, ratios), router scoring speed
+# The load benchmark's length (2x the fake fleet's capacity, open loop).
+LOAD_SECONDS ?= 180
+
+bench: $(DEV_STAMP) ## benchmarks: tiergate vs a bare proxy vs the upstream (wrk, one run, ratios), router scoring speed, load at 2x capacity
 	@command -v wrk >/dev/null || (echo "==> installing wrk (Debian package)"; apt-get install -y -qq wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk))
 	$(BIN)/python -m tests.bench.overhead
 	$(BIN)/python -m tests.bench.router_speed
 	$(BIN)/python -m tests.bench.faults
 	$(BIN)/python -m tests.bench.prompt_tokens
 	$(BIN)/python -m tests.bench.metrics_cost
+	$(BIN)/python -m tests.bench.load --seconds $(LOAD_SECONDS) --out docs/benchmarks/load.md
 
 bench-serving: setup ## the real local stack: cold start, first request, tokens/s via gateway vs Ray Serve
 	$(BIN)/python -m tests.bench.serving

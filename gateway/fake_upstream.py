@@ -183,6 +183,8 @@ class FakeUpstream:
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
+        # Numbered on arrival: read after the simulated delay, concurrent requests shared one id.
+        number = self.requests
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
@@ -203,7 +205,7 @@ class FakeUpstream:
             return self._error(cfg.failure_status, "simulated failure", retry_after=cfg.retry_after)
         if self.replay is not None:
             try:
-                return await self.replay.chat(request, body, self.requests)
+                return await self.replay.chat(request, body, number)
             except asyncio.CancelledError:
                 # The caller (the gateway) hung up: what the disconnect tests count.
                 self.cancelled += 1
@@ -240,7 +242,7 @@ class FakeUpstream:
             if cfg.ttft_ms:
                 await asyncio.sleep(cfg.ttft_ms / 1000.0)
             if body.get("stream"):
-                return await self._stream(request, body, n_tokens, prompt_tokens, want_logprobs, top_n)
+                return await self._stream(request, body, number, n_tokens, prompt_tokens, want_logprobs, top_n)
             if cfg.token_delay_ms:
                 await asyncio.sleep(cfg.token_delay_ms * n_tokens / 1000.0)
         except asyncio.CancelledError:
@@ -258,7 +260,7 @@ class FakeUpstream:
             for i in range(int(body.get("n") or 1))
         ]
         reply = {
-            "id": f"chatcmpl-fake{self.requests}",
+            "id": f"chatcmpl-fake{number}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
@@ -275,6 +277,7 @@ class FakeUpstream:
         self,
         request: web.Request,
         body: dict[str, Any],
+        number: int,
         n_tokens: int,
         prompt_tokens: int,
         want_logprobs: bool,
@@ -283,7 +286,7 @@ class FakeUpstream:
         resp = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
         await resp.prepare(request)
         base = {
-            "id": f"chatcmpl-fake{self.requests}",
+            "id": f"chatcmpl-fake{number}",
             "object": "chat.completion.chunk",
             "created": int(time.time()),
             "model": body.get("model"),
