@@ -59,7 +59,7 @@ test-fast: setup ## every test but the real-stack integration module
 # The load benchmark's length (2x the fake fleet's capacity, open loop).
 LOAD_SECONDS ?= 180
 
-bench: $(DEV_STAMP) ## benchmarks: tiergate vs a bare proxy vs the upstream (wrk, one run, ratios), router scoring speed, load at 2x capacity
+bench: $(DEV_STAMP) ## benchmarks: tiergate vs a bare proxy vs the upstream (wrk, one run, ratios), router scoring speed, a tier killed under load, load at 2x capacity
 	@command -v wrk >/dev/null || (echo "==> installing wrk (Debian package)"; apt-get install -y -qq wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk))
 	$(BIN)/python -m tests.bench.overhead
 	$(BIN)/python -m tests.bench.router_speed

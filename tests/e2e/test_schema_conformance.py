@@ -68,7 +68,7 @@ def _document(env: dict[str, str]) -> dict[str, Any]:
     return create_app(GatewaySettings(profile=profile)).openapi()
 
 
-OPEN_ENV = {"TIERGATE_API_KEYS": ""}
+OPEN_ENV: dict[str, str] = {}
 KEYED_ENV = {"TIERGATE_API_KEYS": API_KEY}
 OPEN_DOCUMENT = _document(OPEN_ENV)
 KEYED_DOCUMENT = _document(KEYED_ENV)
