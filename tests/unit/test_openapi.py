@@ -59,6 +59,17 @@ def _request_validator(schema: dict[str, Any]) -> jsonschema.protocols.Validator
     return jsonschema.Draft202012Validator(ref, registry=registry)
 
 
+def _schema_and_server_both(accepted: bool, body: dict[str, Any]) -> None:
+    """The OpenAPI schema and the server's parser both accept `body`, or both refuse it."""
+    assert _request_validator(_app().openapi()).is_valid(body) is accepted
+    try:
+        parse_chat_request(orjson.dumps(body))
+        server_accepts = True
+    except InvalidRequest:
+        server_accepts = False
+    assert server_accepts is accepted
+
+
 def test_metrics_declares_the_content_type_it_answers() -> None:
     app = _app()
     declared = app.openapi()["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
@@ -79,13 +90,7 @@ def test_metrics_declares_the_content_type_it_answers() -> None:
 )
 def test_schema_and_server_agree_on_which_messages_need_content(message: dict[str, Any], accepted: bool) -> None:
     body = {"model": "auto", "messages": [message]}
-    assert _request_validator(_app().openapi()).is_valid(body) is accepted
-    try:
-        parse_chat_request(orjson.dumps(body))
-        server_accepts = True
-    except InvalidRequest:
-        server_accepts = False
-    assert server_accepts is accepted
+    _schema_and_server_both(accepted, body)
 
 
 @pytest.mark.parametrize(
@@ -104,13 +109,7 @@ def test_schema_and_server_agree_on_which_messages_need_content(message: dict[st
 )
 def test_schema_and_server_agree_on_rules_between_fields(extra: dict[str, Any], accepted: bool) -> None:
     body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], **extra}
-    assert _request_validator(_app().openapi()).is_valid(body) is accepted
-    try:
-        parse_chat_request(orjson.dumps(body))
-        server_accepts = True
-    except InvalidRequest:
-        server_accepts = False
-    assert server_accepts is accepted
+    _schema_and_server_both(accepted, body)
 
 
 def test_every_405_names_the_methods_the_path_serves() -> None:
