@@ -226,13 +226,13 @@ class FakeUpstream:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         self.max_in_flight_tokens = max(self.max_in_flight_tokens, self.in_flight_tokens)
         try:
-            return await self._answer(request, body, n_tokens, prompt_tokens)
+            return await self._answer(request, body, number, n_tokens, prompt_tokens)
         finally:
             self.in_flight -= 1
             self.in_flight_tokens -= held
 
     async def _answer(
-        self, request: web.Request, body: dict[str, Any], n_tokens: int, prompt_tokens: int
+        self, request: web.Request, body: dict[str, Any], number: int, n_tokens: int, prompt_tokens: int
     ) -> web.StreamResponse:
         cfg = self.config
         model = body.get("model")

@@ -45,7 +45,7 @@ import aiohttp
 import orjson
 import yaml
 
-from gateway.admission import estimate_prompt_tokens
+from gateway.prompt_tokens import PromptSize
 from tests.procs import REPO, Proc, fake_upstream, free_port, running, tiergate_cmd, write_profile
 
 TIERS = ("small", "medium", "large")
@@ -216,7 +216,9 @@ def write_fleet_profile(path: Path, endpoints: dict[str, str], fleet: Fleet) -> 
         endpoints=endpoints,
         gateway={"admission_max_queue": 8, "admission_queue_timeout_s": 5.0, "access_log": False},
     )
-    cost = estimate_prompt_tokens(PROMPT.format(rid="load-00000000")) + fleet.reply_tokens
+    # What admission reserves for one request: the gateway's own prompt estimate (one message, far
+    # from any context limit, so no tokenizer count) plus max_tokens.
+    cost = PromptSize(PROMPT.format(rid="load-00000000"), messages=1).estimate + fleet.reply_tokens
     for tier in data["tiers"]:
         tier["kv_capacity_tokens"] = fleet.slots * cost + cost - 1
     path.write_text(yaml.safe_dump(data))
