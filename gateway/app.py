@@ -101,7 +101,8 @@ def create_app(
         # The chat endpoint is not a FastAPI route (see routes.ChatEndpoint), so it describes itself.
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-            finish_openapi(schema, api_keys=bool(profile.gateway.api_keys))
+            models = ["auto", *(t.name for t in profile.tiers)]
+            finish_openapi(schema, api_keys=bool(profile.gateway.api_keys), models=models)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -116,7 +116,7 @@ class ChatEndpoint:
                 "description": "A chat.completion object, or a text/event-stream of chat.completion.chunk events",
                 "content": {
                     "application/json": {"schema": ref(ChatCompletion)},
-                    "text/event-stream": {"schema": ref(ChatCompletionChunk)},
+                    "text/event-stream": {"schema": _sse_event(ref(ChatCompletionChunk), error)},
                 },
             }
         }
@@ -157,6 +157,17 @@ class ChatEndpoint:
             "responses": responses,
         }
         return {"post": operation}
+
+
+def _sse_event(chunk: dict[str, str], error: dict[str, str]) -> dict[str, Any]:
+    """One server-sent event of a streamed answer: its `data` is a chunk as JSON, an OpenAI-shaped
+    error (a tier that failed mid-stream), or the closing `[DONE]`."""
+    json_data = {"contentMediaType": "application/json", "contentSchema": {"anyOf": [chunk, error]}}
+    return {
+        "type": "object",
+        "required": ["data"],
+        "properties": {"data": {"type": "string", "if": {"const": "[DONE]"}, "then": True, "else": json_data}},
+    }
 
 
 class _ServeChat:
@@ -245,16 +256,18 @@ async def put_policy(request: Request) -> Response:
     return _json(_state(request).profile.routing.model_dump(mode="json"))
 
 
-def finish_openapi(schema: dict[str, Any], *, api_keys: bool) -> None:
-    """Complete FastAPI's document: the chat path, the raw-body schemas, and which operations need
-    which bearer key as AuthMiddleware enforces it (the admin key for ADMIN_PREFIX, always; an API
-    key for the rest but OPEN_PATHS, when keys are set)."""
+def finish_openapi(schema: dict[str, Any], *, api_keys: bool, models: list[str]) -> None:
+    """Complete FastAPI's document: the chat path, the raw-body schemas, the served `models` as the
+    `model` field's examples, and which operations need which bearer key as AuthMiddleware enforces
+    it (the admin key for ADMIN_PREFIX, always; an API key for the rest but OPEN_PATHS, when keys
+    are set)."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     schema["paths"][ChatEndpoint.path] = ChatEndpoint.openapi_path(components)
     for model in _BODY_MODELS:
         body = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(body.pop("$defs", {}))
         components[model.__name__] = body
+    components[ChatCompletionRequest.__name__]["properties"]["model"]["examples"] = models
     auth = {
         "description": AuthenticationFailed.__name__,
         "content": {"application/json": {"schema": _ref(ErrorResponse)}},

@@ -35,7 +35,10 @@ def test_openapi_chat_bodies_come_from_the_protocol_models() -> None:
     components = schema["components"]["schemas"]
     ok = op["responses"]["200"]["content"]
     assert ok["application/json"]["schema"]["$ref"].endswith("/ChatCompletion")
-    assert ok["text/event-stream"]["schema"]["$ref"].endswith("/ChatCompletionChunk")
+    event_data = ok["text/event-stream"]["schema"]["properties"]["data"]
+    assert event_data["if"] == {"const": "[DONE]"}
+    streamed = event_data["else"]["contentSchema"]["anyOf"]
+    assert [r["$ref"].rsplit("/", 1)[-1] for r in streamed] == ["ChatCompletionChunk", "ErrorResponse"]
     for status in ("400", "401", "404", "413", "500", "502", "503", "504"):
         assert op["responses"][status]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
     assert set(components["ErrorDetail"]["properties"]) == {"message", "type", "param", "code"}
