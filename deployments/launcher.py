@@ -41,12 +41,11 @@ from deployments.processes import (
     port_in_use,
     stop_processes,
 )
-from deployments.profile import Profile, ProfileError, dump_with_secrets, load_profile
+from deployments.profile import LOOPBACK_HOSTS, Profile, ProfileError, dump_with_secrets, load_profile
 from router.errors import LaunchError as LaunchError  # re-exported: callers know it as the launcher's error
 
 SERVE_APP_NAME = "tiergate"
 SHUTDOWN_BUDGET_S = 18.0  # the promise is 20 s; keep a margin for the interpreter's own exit
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 # Logical CPUs for the local Ray: Ray Serve LLM asks for CPUs per replica, ingress and proxy;
 # with the 2 physical cores counted as 2, the ingress replica never got scheduled.
 DEFAULT_RAY_CPUS = 8
@@ -146,6 +145,7 @@ class Launcher:
     def run(self) -> int:
         try:
             profile = effective_profile(load_profile(self.opts.profile), self.opts)
+            profile.gateway.check_exposure()
         except (ProfileError, LaunchError) as err:
             self._say(f"error: {err}")
             return 2

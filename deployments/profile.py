@@ -22,6 +22,9 @@ from router.errors import ConfigError
 from router.runtime.policy import LATENCY_CLASSES as LATENCY_CLASSES
 from router.runtime.policy import LatencyClass as LatencyClass
 
+# Hosts only this machine reaches: a gateway bound to one of them may run without keys.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
 TierName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
@@ -438,11 +441,32 @@ class GatewaySpec(_Strict):
         description="Hold the whole drain period even when idle (behind a load balancer that needs time to notice).",
     )
     resilience: ResilienceSpec = Field(default_factory=ResilienceSpec)
+    allow_unauthenticated: bool = Field(
+        default=False,
+        description=(
+            "Serve with no API key on a host other than loopback (e.g. behind an authenticating proxy)."
+            " Off: `tiergate serve` and `tiergate up` refuse to start that way."
+        ),
+    )
 
     @property
     def has_keys(self) -> bool:
         """Whether any API key is configured, i.e. whether the API needs one."""
         return bool(self.api_keys or self.keys)
+
+    def check_exposure(self) -> None:
+        """Refuse, in one line, to serve every route openly to other machines by accident.
+
+        A gateway with no key is open to whoever reaches it: fine on loopback, a leak of paid
+        capacity beyond it. Checked at start-up, after the environment's keys are applied (a
+        profile file may leave the keys to a Secret), so it is not a validation rule of the file.
+        """
+        if self.has_keys or self.allow_unauthenticated or self.host in LOOPBACK_HOSTS:
+            return
+        raise ProfileError(
+            f"gateway.host is {self.host} but no API key is set: set TIERGATE_API_KEYS (or gateway.api_keys /"
+            " gateway.keys), or gateway.allow_unauthenticated: true to serve openly on purpose"
+        )
 
     @model_validator(mode="after")
     def _keys_consistent(self) -> GatewaySpec:

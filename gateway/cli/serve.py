@@ -69,6 +69,7 @@ def register(app: typer.Typer) -> None:
             # resolved target (a dated folder) disappears with the next one.
             profile_file = str(resolve_profile_path(profile).absolute()) if profile else None
             check_worker_shares(resolved.gateway, workers)
+            resolved.gateway.check_exposure()
         if drain_wait_full_period:
             held = resolved.gateway.model_copy(update={"drain_wait_full_period": True})
             resolved = resolved.model_copy(update={"gateway": held})

@@ -69,3 +69,15 @@ def test_serve_refuses_a_rate_limit_too_small_to_split_between_workers(tmp_path:
     )
     done = _run(["serve", "--profile", str(path), "--port", str(free_port()), "--workers", "2"], {})
     _assert_one_line(done, "gateway.key_limits.requests_per_minute is 1, below the 2 gateway processes")
+
+
+def test_serve_refuses_to_expose_a_keyless_gateway_beyond_loopback_in_one_line() -> None:
+    upstream = f"small=http://127.0.0.1:{free_port()}/v1"
+    done = _run(["serve", "--upstream", upstream, "--host", "0.0.0.0", "--port", str(free_port())], {})
+    _assert_one_line(done, "gateway.host is 0.0.0.0 but no API key is set")
+
+
+def test_up_refuses_to_expose_a_keyless_gateway_before_starting_anything(tmp_path: Path) -> None:
+    done = _run(["up", "--host", "0.0.0.0", "--state-dir", str(tmp_path)], {})
+    _assert_one_line(done, "gateway.host is 0.0.0.0 but no API key is set")
+    assert not (tmp_path / "up.pid").exists()  # refused before taking the instance lock

@@ -125,3 +125,28 @@ def test_serve_url_moves_only_tiers_served_by_the_profiles_own_ray_serve() -> No
     assert [t.endpoint for t in moved.tiers] == ["http://tiergate-serve-svc:8100/v1", "https://api.example.test/v1"]
     with pytest.raises(ProfileError):
         with_env_overrides(profile, {"TIERGATE_SERVE_URL": "tiergate-serve-svc:8100"})
+
+
+@pytest.mark.parametrize(
+    ("gateway", "refused"),
+    [
+        ({"host": "0.0.0.0"}, True),
+        ({"host": "10.1.2.3"}, True),
+        ({"host": "127.0.0.1"}, False),
+        ({"host": "::1"}, False),
+        ({"host": "0.0.0.0", "api_keys": ["a-good-key-123"]}, False),
+        ({"host": "0.0.0.0", "keys": [{"key": "a-good-key-123"}]}, False),
+        ({"host": "0.0.0.0", "allow_unauthenticated": True}, False),
+    ],
+)
+def test_a_keyless_gateway_beyond_loopback_is_refused_unless_asked_for(
+    gateway: dict[str, object], refused: bool
+) -> None:
+    from deployments.profile import GatewaySpec
+
+    spec = GatewaySpec.model_validate(gateway)
+    if refused:
+        with pytest.raises(ProfileError, match=r"no API key is set: set TIERGATE_API_KEYS"):
+            spec.check_exposure()
+    else:
+        spec.check_exposure()
