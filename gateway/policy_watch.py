@@ -17,7 +17,7 @@ import asyncio
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import orjson
@@ -55,7 +55,7 @@ class PolicyWatcher:
 
     def __init__(
         self,
-        apply: Callable[[RoutingSpec], None],
+        apply: Callable[[RoutingSpec], Awaitable[None]],
         *,
         profile_path: Path | None,
         override_path: Path | None,
@@ -76,7 +76,7 @@ class PolicyWatcher:
         await stop_task(self._task)
         self._task = None
 
-    def check(self) -> str | None:
+    async def check(self) -> str | None:
         """Apply what changed since the last check; returns which file it was (for tests and logs)."""
         for name, path in (("profile", self._profile_path), ("override", self._override_path)):
             now = _mtime(path)
@@ -85,7 +85,7 @@ class PolicyWatcher:
             self._seen[name] = now
             try:
                 routing = load_profile(str(path)).routing if name == "profile" else read_override(path)
-                self._apply(routing)
+                await self._apply(routing)
             except (ProfileError, ValueError, OSError) as err:
                 # A half-edited ConfigMap must not take the gateway down: keep the last good policy.
                 log.warning("routing policy in %s not applied: %s", path, err)
@@ -97,4 +97,4 @@ class PolicyWatcher:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._interval_s)
-            self.check()
+            await self.check()

@@ -246,7 +246,7 @@ async def put_policy(request: Request) -> Response:
     """Replace the routing section; validated against the tiers, applied to the next request."""
     try:
         routing = RoutingSpec.model_validate_json(await request.body())
-        _state(request).publish_routing(routing)
+        await _state(request).publish_routing(routing)
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])

@@ -177,8 +177,9 @@ class AppState:
             override_path=self.override_path,
         )
 
-    def apply_routing(self, routing: RoutingSpec) -> None:
-        """Serve the next request under a new routing section; raises ProfileError when it does not fit the tiers."""
+    def prepare_routing(self, routing: RoutingSpec) -> tuple[Profile, RouterParts]:
+        """The profile and router parts a new routing section makes; raises ProfileError when it does not
+        fit the tiers. Slow (a learned policy loads its artifact): callers run it off the event loop."""
         data = self.profile.model_dump()
         data["routing"] = routing.model_dump()
         try:
@@ -186,13 +187,22 @@ class AppState:
         except ValidationError as err:
             raise ProfileError(f"routing: {err}") from None
         parts = RouterParts(self._fixed_scorer) if self._fixed_scorer is not None else load_router(profile)
+        return profile, parts
+
+    def install_routing(self, prepared: tuple[Profile, RouterParts]) -> None:
+        """Serve the next request under prepared routing (on the event loop, so no request sees half of it)."""
+        profile, parts = prepared
         self.profile = profile
         self.scorer = parts.scorer
         self.service.set_policy(profile, parts.scorer, parts.judge, parts.start_thresholds)
 
-    def publish_routing(self, routing: RoutingSpec) -> None:
+    async def apply_routing(self, routing: RoutingSpec) -> None:
+        """Prepare in a worker thread, so requests keep being served while an artifact loads; then install."""
+        self.install_routing(await asyncio.to_thread(self.prepare_routing, routing))
+
+    async def publish_routing(self, routing: RoutingSpec) -> None:
         """Apply here, and leave it where this serve's other workers pick it up."""
-        self.apply_routing(routing)
+        await self.apply_routing(routing)
         if self.override_path is not None:
             write_override(self.override_path, routing)
 

@@ -7,6 +7,7 @@ folder, swaps `..data` atomically and deletes the old folder. These tests build 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
@@ -45,17 +46,21 @@ def test_a_configmap_update_reaches_the_watcher_through_its_symlinks(tmp_path: P
     past = time.time() - 60  # the first revision was written a minute before the update
     os.utime(old / "profile.yaml", (past, past))
     applied: list[RoutingSpec] = []
-    watcher = PolicyWatcher(applied.append, profile_path=tmp_path / "profile.yaml", override_path=None)
-    assert watcher.check() is None
+
+    async def apply(routing: RoutingSpec) -> None:
+        applied.append(routing)
+
+    watcher = PolicyWatcher(apply, profile_path=tmp_path / "profile.yaml", override_path=None)
+    assert asyncio.run(watcher.check()) is None
 
     _publish(tmp_path, "2026_11_28_10_01_00.2", _profile_text([0.3, 0.7]))
     for path in old.iterdir():
         path.unlink()
     old.rmdir()
 
-    assert watcher.check() == "profile"
+    assert asyncio.run(watcher.check()) == "profile"
     assert [r.thresholds for r in applied] == [[0.3, 0.7]]
-    assert watcher.check() is None
+    assert asyncio.run(watcher.check()) is None
 
 
 def test_serve_watches_the_mounted_path_not_the_revision_it_points_to(
