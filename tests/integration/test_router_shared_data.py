@@ -7,6 +7,7 @@ import pytest
 from router.offline.outcomes import rows_hash
 from router.offline.report import evaluate
 from router.offline.tables import load_outcomes
+from router.offline.train import rung_rows
 from router.runtime.artifact import load_model
 from tests.unit.router_support import LARGE, MID, SHARED_OUTCOMES, SMALL
 
@@ -20,8 +21,11 @@ pytestmark = [
 
 
 def test_committed_artifact_was_trained_on_exactly_the_shared_train_split() -> None:
-    rows = load_outcomes([SHARED_OUTCOMES / "train"])
-    assert load_model().metadata["training_data_sha256"] == rows_hash(rows)
+    # The artifact names the data as it saw it: re-keyed from its training models to rungs.
+    meta = load_model().metadata
+    rows, _ = rung_rows(load_outcomes([SHARED_OUTCOMES / "train"]), meta["training_models"])
+    assert meta["training_data_sha256"] == rows_hash(rows)
+    assert meta["training_rows"] == len(rows)
 
 
 def test_committed_artifact_cascade_replays_on_the_train_routerbench_tables() -> None:
