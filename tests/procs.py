@@ -116,8 +116,32 @@ def gateway_process(profile_path: Path, env: dict[str, str] | None = None, *args
         yield f"http://127.0.0.1:{port}/v1", proc
 
 
+def wait_for_workers(tmpdir: Path, workers: int, timeout_s: float = 60.0) -> None:
+    """Wait until `workers` gateway worker processes have built their apps.
+
+    /healthz answers as soon as the first worker is up; on a loaded machine the second can start
+    seconds later and every request would land on the first. Each worker writes its metrics files
+    (named by its pid) into the serve's multiprocess folder under TMPDIR once its app exists.
+    """
+    deadline = time.monotonic() + timeout_s
+    pids: set[str] = set()
+    while time.monotonic() < deadline:
+        pids = {p.stem.rsplit("_", 1)[-1] for p in tmpdir.glob("tiergate-metrics-*/*.db")}
+        if len(pids) >= workers:
+            time.sleep(0.2)  # the app exists; its lifespan and accept loop follow within moments
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{len(pids)} of {workers} gateway workers started within {timeout_s} s")
+
+
 @contextmanager
 def gateway(profile_path: Path, env: dict[str, str] | None = None, workers: int = 1) -> Iterator[str]:
-    """A gateway process serving the profile on a free port; yields its base URL (…/v1)."""
-    with gateway_process(profile_path, env, "--workers", str(workers)) as (base, _):
-        yield base
+    """A gateway process serving the profile on a free port; yields its base URL (…/v1) once every
+    worker is up."""
+    env = dict(env or {})
+    with tempfile.TemporaryDirectory(prefix="tiergate-test-tmp-") as spool:
+        env.setdefault("TMPDIR", spool)
+        with gateway_process(profile_path, env, "--workers", str(workers)) as (base, _):
+            if workers > 1:
+                wait_for_workers(Path(env["TMPDIR"]), workers)
+            yield base

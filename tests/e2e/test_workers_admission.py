@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.procs import fake_upstream, free_port, running, tiergate_cmd, write_profile
+from tests.procs import fake_upstream, free_port, running, tiergate_cmd, wait_for_workers, write_profile
 
 CAPACITY_TOKENS = 1200
 MAX_TOKENS = 200
@@ -40,7 +40,10 @@ def test_two_workers_never_offer_the_tier_more_than_its_budget(tmp_path: Path) -
         path.write_text(yaml.safe_dump(data))
         port = free_port()
         cmd = tiergate_cmd("serve", "--profile", str(path), "--port", str(port), "--workers", "2")
-        with running(cmd, f"http://127.0.0.1:{port}/healthz", env={"PYTHONUNBUFFERED": "1"}):
+        spool = tmp_path / "tmp"
+        spool.mkdir()
+        with running(cmd, f"http://127.0.0.1:{port}/healthz", env={"PYTHONUNBUFFERED": "1", "TMPDIR": str(spool)}):
+            wait_for_workers(spool, 2)
             base = f"http://127.0.0.1:{port}/v1"
             with ThreadPoolExecutor(REQUESTS) as pool:
                 statuses = list(pool.map(lambda _: _chat(base), range(REQUESTS)))
