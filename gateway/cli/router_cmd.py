@@ -232,13 +232,18 @@ def register(app: typer.Typer) -> None:
         mid: MidOpt = _MID,
         large: LargeOpt = _LARGE,
         bootstrap: Annotated[int, typer.Option(min=0, help="(--out) Resamples for the 90% interval.")] = 200,
+        refit: Annotated[
+            bool, typer.Option(help="(--out) Re-fit the verifier's head on DATA where it ranks failures better.")
+        ] = True,
         model_path: ModelOpt = None,
     ) -> None:
         """Place the router for DATA, a labelled sample of your traffic (same rows as the outcome tables).
 
         With --out: re-choose the artifact's operating point (start rule and verifier thresholds,
-        or the cheapest fixed mix of tiers where the router does not beat one) and report expected
-        quality and cost with an interval. With --profile: write pre-router thresholds into a profile.
+        or the cheapest fixed mix of tiers where the router does not beat one; with --refit, each
+        rung's verifier head re-fitted on DATA where that ranks failures better in cross-validation)
+        and report expected quality and cost with an interval. With --profile: write pre-router
+        thresholds into a profile.
         """
         if (out is None) == (profile is None):
             fail("give exactly one of --out and --profile")
@@ -248,7 +253,7 @@ def register(app: typer.Typer) -> None:
         if out is not None:
             if target_quality is None or target_large_share is not None:
                 fail("--out calibrates to --target-quality (and not --target-large-share)")
-            _calibrate_artifact(model, all_rows, models, float(target_quality), out, bootstrap, model_path)
+            _calibrate_artifact(model, all_rows, models, float(target_quality), out, bootstrap, model_path, refit)
             return
         assert profile is not None
         _calibrate_profile(model, all_rows, models, profile, target_large_share, target_quality, model_path)
@@ -262,6 +267,9 @@ def register(app: typer.Typer) -> None:
         target_quality: Annotated[float, typer.Option(help="Quality / always-top each fold calibrates to.")] = 0.95,
         calibration_share: Annotated[float, typer.Option(help="Share of a held-out benchmark to calibrate on.")] = 0.2,
         seed: Annotated[int, typer.Option(help="Seed of the calibration split and the bootstrap.")] = 7,
+        refit: Annotated[
+            bool, typer.Option(help="Re-fit the verifier's head on each calibration sample where it ranks better.")
+        ] = True,
         benchmark: Annotated[
             list[str] | None, typer.Option(help="Only this held-out benchmark; repeatable (default: every one).")
         ] = None,
@@ -295,7 +303,7 @@ def register(app: typer.Typer) -> None:
                     keyed,
                     rungs,
                     memo,
-                    FoldPlan(target_quality, calibration_share, seed),
+                    FoldPlan(target_quality, calibration_share, seed, refit),
                     benchmarks=benchmark,
                     holdout=held_rows,
                     progress=_progress,
@@ -320,6 +328,7 @@ def _calibrate_artifact(
     out: Path,
     bootstrap: int,
     base: Path | None,
+    refit: bool = True,
 ) -> None:
     from router.offline.calibrate import calibrate_model
     from router.runtime.artifact import ArtifactError, save_model
@@ -327,7 +336,14 @@ def _calibrate_artifact(
     # A ladder the model does not know is a KeyError, rows without costs a ValueError.
     with errors_exit(ValueError, KeyError, ArtifactError):
         calibrated, summary = calibrate_model(
-            model, rows, models, target_quality, bootstrap=bootstrap, base=str(base or "default"), progress=_progress
+            model,
+            rows,
+            models,
+            target_quality,
+            bootstrap=bootstrap,
+            base=str(base or "default"),
+            refit=refit,
+            progress=_progress,
         )
         save_model(calibrated, out)
     _progress(f"wrote {out}, version {calibrated.version}")

@@ -29,8 +29,10 @@ from router.offline.cascade import (
     choose_operating_point,
     simulate,
 )
+from router.offline.fit import FeatureCache, cascade_rows
 from router.offline.outcomes import OutcomeRow
-from router.offline.report import router_inputs
+from router.offline.refit import refit_verifiers
+from router.offline.report import router_inputs, sub_ladder_parts
 from router.offline.train import rung_rows
 from router.runtime.model import RouterModel
 from router.runtime.operating_point import OperatingPoint, cumulative_shares
@@ -254,12 +256,15 @@ def calibrate_model(
     *,
     bootstrap: int = 200,
     base: str = "default",
+    refit: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[RouterModel, dict[str, Any]]:
     """`model` placed for `rows`, a labelled sample of the operator's traffic whose ladder is `models`.
 
-    Returns the calibrated model (a new version; the fitted parts are the base artifact's) and the
-    calibration summary that also goes into its metadata.
+    With `refit`, each rung's verifier head is re-fitted on the sample where that ranks its failures
+    better in cross-validation (`router.offline.refit`), and the operating point is chosen on the
+    sample's cross-fitted priorities. Returns the calibrated model (a new version; scorers and cost
+    model are the base artifact's) and the calibration summary that also goes into its metadata.
     """
     keyed, rungs = rung_rows(rows, models)
     answered = any(all(m in r.responses for m in rungs[:-1]) for r in keyed)
@@ -268,17 +273,44 @@ def calibrate_model(
         raise ValueError(
             f"calibration needs at least 10 rows with scores and costs for every rung, got {len(inputs.scores)}"
         )
+    ids = [model.rung_index(r) for r in rungs]
+    verifiers, heads = list(model.verifiers), []
+    if answered and refit:
+        sample = [keyed[i] for i in cascade_rows(keyed, rungs, need_answers=True)]
+        cache = FeatureCache(sample)
+        parts, _, _ = sub_ladder_parts(model, rungs)
+        top = len(model.ladder) - 1
+        fitted = refit_verifiers(sample, rungs, parts, inputs, cache.prompt, cache.memo, [top - i for i in ids[:-1]])
+        inputs, heads = fitted.inputs, fitted.summary
+        for j, i in enumerate(ids[:-1]):
+            verifiers[i] = fitted.parts.verifiers[j]
+        if progress is not None:
+            progress(f"verifier heads: {[h['head'] for h in heads]}")
     if progress is not None:
         progress(f"choosing the operating point on {len(inputs.scores)} rows (answers judged: {answered})")
     chosen = calibrate_point(inputs, target_quality_ratio, bootstrap=bootstrap, progress=progress)
-    ids = [model.rung_index(r) for r in rungs]
     point = _full_ladder_point(chosen.point, ids, len(model.ladder))
     summary = dict(chosen.summary)
     summary.update(
-        {"rungs": list(rungs), "answers_judged": answered, "base_artifact": base, "base_version": model.version}
+        {
+            "rungs": list(rungs),
+            "answers_judged": answered,
+            "base_artifact": base,
+            "base_version": model.version,
+            "verifier_heads": heads,
+        }
     )
     fingerprint = hashlib.sha256(json.dumps([model.version, summary], sort_keys=True).encode()).hexdigest()[:6]
     metadata = dict(model.metadata)
     metadata["calibration"] = summary
     metadata["version"] = f"{model.version}-cal-{fingerprint}"
-    return with_point(model, point, metadata), summary
+    refitted = RouterModel(
+        model.ladder,
+        model.scorers,
+        tuple(verifiers),
+        model.operating_point,
+        model.cost_model,
+        model.cost_reference_log_usd,
+        model.metadata,
+    )
+    return with_point(refitted, point, metadata), summary

@@ -23,6 +23,7 @@ from router.offline.cascade import CascadeInputs, best_mix_cost_ratio, simulate
 from router.offline.fit import FeatureCache, FeatureMemo, cascade_inputs, cascade_rows, fit_parts, group_of
 from router.offline.metrics import apgr, oracle_score, sweep
 from router.offline.outcomes import OutcomeRow
+from router.offline.refit import refit_verifiers
 
 Progress = Callable[[str], None]
 
@@ -34,6 +35,9 @@ class FoldPlan:
     target_quality_ratio: float = 0.95
     calibration_share: float = 0.2
     seed: int = 7
+    # Re-fit each rung's verifier head on the calibration sample where that ranks failures better
+    # (router.offline.refit); False calibrates the transferred verifier's thresholds only.
+    refit: bool = True
 
 
 @dataclass(frozen=True)
@@ -102,8 +106,32 @@ def run_fold(
     )
     calib, rest = split_sample(rows, plan.calibration_share, seed)
     progress(f"  calibrating on {len(calib)} rows, judging on {len(rest)}")
-    chosen = calibrate_point(inputs.subset(calib), target_quality_ratio, seed=seed)
-    judged_inputs = inputs.subset(rest)
+    calib_inputs, judged_inputs, heads = inputs.subset(calib), inputs.subset(rest), []
+    if answered and plan.refit:
+        calib_rows, rest_rows = [rows[i] for i in calib], [rows[i] for i in rest]
+        refit = refit_verifiers(
+            calib_rows,
+            ladder,
+            sub,
+            calib_inputs,
+            FeatureCache(calib_rows, memo).prompt,
+            memo,
+            [model_top - i for i in ids[:-1]],
+            seed=seed,
+        )
+        heads = refit.summary
+        progress(f"  verifier heads: {[h['head'] for h in heads]}")
+        calib_inputs = refit.inputs
+        judged_inputs = cascade_inputs(
+            rest_rows,
+            list(range(len(rest_rows))),
+            ladder,
+            refit.parts,
+            FeatureCache(rest_rows, memo),
+            rung_ids=ids[:-1],
+            model_top=model_top,
+        )
+    chosen = calibrate_point(calib_inputs, target_quality_ratio, seed=seed)
     judged = simulate(judged_inputs, chosen.point)
     mix = best_mix_cost_ratio(judged_inputs.scores, judged_inputs.cost_usd, judged.quality_ratio)
     mix95 = best_mix_cost_ratio(judged_inputs.scores, judged_inputs.cost_usd, target_quality_ratio)
@@ -118,6 +146,7 @@ def run_fold(
         "policy": chosen.summary["policy"],
         "start_mix": list(chosen.point.start_mix),
         "calibration": chosen.summary,
+        "verifier_heads": heads,
         "quality_ratio": _r(judged.quality_ratio),
         "cost_ratio": _r(judged.cost_ratio),
         "best_mix_cost_ratio": _r(mix),

@@ -70,7 +70,7 @@ def _sweep_summary(
     return summary, curve, oracle
 
 
-def _sub_ladder_parts(model: RouterModel, ladder: Sequence[str]) -> tuple[FittedParts, list[int], OperatingPoint]:
+def sub_ladder_parts(model: RouterModel, ladder: Sequence[str]) -> tuple[FittedParts, list[int], OperatingPoint]:
     ids = [model.rung_index(m) for m in ladder]
     if ids != sorted(ids) or len(set(ids)) != len(ids):
         raise ValueError(f"the cascade ladder {list(ladder)} must climb the model's ladder {list(model.ladder)}")
@@ -103,7 +103,7 @@ def router_inputs(
     model: RouterModel, rows: Sequence[OutcomeRow], ladder: Sequence[str], need_answers: bool = True
 ) -> tuple[CascadeInputs, OperatingPoint]:
     """The replay arrays of `rows` (keyed by rung) for `ladder` under the model, and its operating point."""
-    parts, ids, point = _sub_ladder_parts(model, ladder)
+    parts, ids, point = sub_ladder_parts(model, ladder)
     idx = cascade_rows(rows, ladder, need_answers)
     cache = FeatureCache([rows[i] for i in idx])
     inputs = cascade_inputs(
