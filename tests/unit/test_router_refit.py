@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
@@ -10,6 +12,9 @@ from router.offline.cascade import NEVER, best_mix_cost_ratio, simulate
 from router.offline.fit import FeatureCache, FeatureMemo, FittedParts, cascade_inputs, fit_parts
 from router.offline.outcomes import OutcomeRow
 from router.offline.refit import Refit, refit_verifiers
+from router.runtime.artifact import load_model, save_model
+from router.runtime.model import RouterModel, positive_proba
+from router.runtime.verifier import Verifier
 
 LADDER = ("small", "large")
 SHORT = "The answer is {n}."
@@ -52,13 +57,17 @@ def _refit(sample: list[OutcomeRow], parts: FittedParts, memo: FeatureMemo) -> R
     return refit_verifiers(sample, LADDER, parts, inputs, cache.prompt, memo, [1], seed=7)
 
 
+def fresh_inputs_features(row: OutcomeRow, memo: FeatureMemo) -> np.ndarray:
+    return np.asarray([memo.verifier_row(row, "small", [], 1)], dtype=np.float64)
+
+
 def _auc_on(rows: list[OutcomeRow], parts: FittedParts, memo: FeatureMemo) -> float:
     inputs = cascade_inputs(rows, list(range(len(rows))), LADDER, parts, FeatureCache(rows, memo))
     failed = inputs.scores[:, 0] < inputs.scores[:, 1]
     return float(roc_auc_score(failed, inputs.verify[:, 0, 0]))
 
 
-def test_an_in_domain_head_replaces_a_transferred_one_that_ranks_failures_backwards() -> None:
+def test_an_in_domain_head_replaces_a_transferred_one_that_ranks_failures_backwards(tmp_path: Path) -> None:
     memo = FeatureMemo()
     parts = _transferred(memo)
     sample = _rows("mine", 200, 2, long_fails=True)
@@ -77,6 +86,22 @@ def test_an_in_domain_head_replaces_a_transferred_one_that_ranks_failures_backwa
     judged = simulate(fresh_inputs, chosen.point)
     mix = best_mix_cost_ratio(fresh_inputs.scores, fresh_inputs.cost_usd, judged.quality_ratio)
     assert mix is not None and judged.cost_ratio < 0.8 * mix
+    # The re-fitted head ships in an artifact the allow-list loads, and the live verifier reads it alike.
+    model = RouterModel(
+        ("small", "large"),
+        parts.scorers,
+        refit.parts.verifiers,
+        chosen.point,
+        parts.cost_model,
+        parts.cost_reference_log_usd,
+        {"version": "refit-test"},
+    )
+    save_model(model, tmp_path / "refit.skops")
+    verifier = Verifier(load_model(tmp_path / "refit.skops"))
+    row = fresh[0]
+    live = verifier.probability(row.prompt, row.responses["small"], rung=0)
+    fitted = positive_proba(refit.parts.verifiers[0], fresh_inputs_features(row, memo))
+    assert abs(live - float(fitted[0])) < 1e-9
 
 
 def test_without_a_signal_in_the_sample_the_transferred_head_and_the_fixed_mix_stay() -> None:

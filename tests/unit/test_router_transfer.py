@@ -199,6 +199,8 @@ def test_calibrate_writes_an_artifact_with_its_interval_that_eval_judges(tmp_pat
     summary = json.loads(result.stdout)
     assert summary["policy"] in {"router", "fixed-mix"}
     assert len(summary["bootstrap"]["cost_ratio_90"]) == 2
+    # One entry per rung but the top, with the head each kept (transferred or re-fitted on DATA).
+    assert [h["rung"] for h in summary["verifier_heads"]] == [0, 1]
     calibrated = load_model(out)
     assert calibrated.metadata["calibration"]["rows"] == summary["rows"]
     assert calibrated.version != fixture_model().version
