@@ -35,7 +35,7 @@ from sklearn.preprocessing import StandardScaler
 from router.offline.cascade import CascadeInputs
 from router.offline.fit import SEED, FeatureMemo, FittedParts, group_of, not_good_enough, verifier_rows
 from router.offline.outcomes import OutcomeRow
-from router.runtime.answer_features import VERIFIER_FEATURE_NAMES
+from router.runtime.answer_features import ANSWER_FEATURE_NAMES, VERIFIER_FEATURE_NAMES
 from router.runtime.model import positive_proba, relative_top_cost
 
 FloatArray = NDArray[np.float64]
@@ -48,15 +48,11 @@ MIN_CLASS_ROWS = 10
 MIN_AUC_GAIN = 0.02
 
 
-# The cheapest strong signal: do the final answers of the rungs tried agree (docs/router.md).
-AGREEMENT_FEATURES: tuple[str, ...] = (
-    "prev_count",
-    "agree_prev",
-    "agree_all",
-    "disagree_prev",
-    "prev_similarity",
-    "prev_text_similarity",
-)
+# The cheapest strong signal: do the final answers of the rungs tried agree (docs/router.md). These
+# are the answer features from the count of earlier answers to the similarity of their texts.
+AGREEMENT_FEATURES: tuple[str, ...] = ANSWER_FEATURE_NAMES[
+    ANSWER_FEATURE_NAMES.index("prev_count") : ANSWER_FEATURE_NAMES.index("prev_text_similarity") + 1
+]
 
 
 def only_columns(x: FloatArray, columns: Sequence[int] | None) -> FloatArray:
