@@ -15,10 +15,11 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 from numpy.typing import NDArray
+from sklearn.metrics import roc_auc_score
 
 from router.offline.cascade import (
     NEVER,
@@ -26,14 +27,18 @@ from router.offline.cascade import (
     CascadeResult,
     best_mix_cost_ratio,
     cheapest_fixed_mix,
-    choose_operating_point,
+    choose_agreement_point,
+    choose_prompt_point,
     simulate,
 )
+from router.offline.cost_refit import refit_cost_model
 from router.offline.fit import FeatureCache, cascade_rows
+from router.offline.lexical import refit_start_heads
 from router.offline.outcomes import OutcomeRow
 from router.offline.refit import refit_verifiers
 from router.offline.report import router_inputs, sub_ladder_parts
 from router.offline.train import rung_rows
+from router.runtime.lexical import LexicalHead
 from router.runtime.model import RouterModel
 from router.runtime.operating_point import OperatingPoint, cumulative_shares
 
@@ -115,42 +120,80 @@ def _round_or_none(x: float | None) -> float | None:
     return None if x is None or not np.isfinite(x) else round(float(x), 4)
 
 
-# Resamples behind "reaches the target" (see choose_operating_point) and the share of them that must.
+# Resamples behind "reaches the target" (see choose_agreement_point) and the share of them that must.
 ROBUST_RESAMPLES = 100
 ROBUST_CONFIDENCE = 0.8
-# Verifier thresholds per rung tried on a sample: quantiles in steps of 10%.
-CALIBRATION_STEPS = 11
-# The pre-router's start thresholds are not searched on a sample: at APGR near random they only
-# gave the search more ways to fit the sample's noise (leave-one-benchmark-out, docs/router.md).
-PROMPT_START = False
+# Thresholds of the deciding rung tried on a sample: quantiles of its priorities in steps of 5%.
+CALIBRATION_STEPS = 21
 
 
-def _choose_router(inputs: CascadeInputs, target: float, seed: int) -> tuple[OperatingPoint, CascadeResult]:
-    return choose_operating_point(
-        inputs,
-        target,
-        steps=CALIBRATION_STEPS,
-        resamples=ROBUST_RESAMPLES,
-        confidence=ROBUST_CONFIDENCE,
-        seed=seed,
-        prompt_start=PROMPT_START,
-    )
+# The deciding score must rank its rung's failures above chance in this share of resamples.
+SIGNAL_CONFIDENCE = 0.95
+# ... and that lower bound must lie above chance.
+SIGNAL_FLOOR = 0.5
 
 
-def _held_out_gain(inputs: CascadeInputs, target: float, seed: int, checks: int) -> list[float]:
-    """Router cost over the best mix's, on rows a choice made without them never saw (per resample)."""
-    rng = np.random.default_rng(seed + 2)
-    n = len(inputs.scores)
-    out: list[float] = []
-    for _ in range(checks):
-        pick = rng.integers(0, n, n)
-        left = np.setdiff1d(np.arange(n), pick)
-        if len(left) < 5:
-            continue
-        point, _ = _choose_router(inputs.subset(pick), target, seed)
-        held = inputs.subset(left)
-        out.append(_mix_ratio(held, simulate(held, point)))
-    return [x for x in out if np.isfinite(x)]
+def signal_auc(
+    priority: FloatArray, failed: NDArray[np.bool_], resamples: int = 200, seed: int = 7
+) -> tuple[float, float]:
+    """How well a policy's deciding score ranks its rung's failures (answers scoring under the top's).
+
+    Returns the AUC on the sample and its lower (1 - SIGNAL_CONFIDENCE) bootstrap quantile; (0.5, 0.5)
+    where nothing can be judged (no score, or no failure to rank). A cost gain on a couple of hundred
+    rows alone is not evidence: a threshold and a share searched on noise found one in about one
+    sample in twelve (tests/unit/test_router_transfer.py), and on new traffic that router cost 1.3x the mix.
+    """
+    keep = np.isfinite(priority)
+    priority, failed = priority[keep], failed[keep]
+    if failed.all() or not failed.any():
+        return 0.5, 0.5
+    rng = np.random.default_rng(seed + 3)
+    values = []
+    for _ in range(resamples):
+        pick = rng.integers(0, len(failed), len(failed))
+        if failed[pick].any() and not failed[pick].all():
+            values.append(float(roc_auc_score(failed[pick], priority[pick])))
+    low = float(np.quantile(values, 1.0 - SIGNAL_CONFIDENCE)) if values else 0.5
+    return float(roc_auc_score(failed, priority)), low
+
+
+class _Robust(TypedDict):
+    steps: int
+    resamples: int
+    confidence: float
+    seed: int
+
+
+def _robust(seed: int) -> _Robust:
+    return {"steps": CALIBRATION_STEPS, "resamples": ROBUST_RESAMPLES, "confidence": ROBUST_CONFIDENCE, "seed": seed}
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """One single-decision policy placed on the sample, and how well its deciding score ranks failures."""
+
+    kind: str
+    point: OperatingPoint
+    result: CascadeResult
+    auc: tuple[float, float]
+
+
+def _policies(inputs: CascadeInputs, target: float, seed: int) -> list[_Candidate]:
+    """The two policies a sample can place: decide on the answers (agreement) or on the prompt."""
+    top = inputs.scores[:, -1]
+    last = inputs.scores.shape[1] - 2
+    point, result = choose_agreement_point(inputs, target, **_robust(seed))
+    out = [
+        _Candidate(
+            "agreement", point, result, signal_auc(inputs.verify[:, 0, last], inputs.scores[:, last] < top, seed=seed)
+        )
+    ]
+    point, result = choose_prompt_point(inputs, target, **_robust(seed))
+    rung = next((k for k, t in enumerate(point.start_thresholds) if t != -1.0), None)
+    if rung is not None:
+        failed = inputs.scores[:, rung] < top
+        out.append(_Candidate("pre-router", point, result, signal_auc(inputs.start_scores[:, rung], failed, seed=seed)))
+    return out
 
 
 def calibrate_point(
@@ -158,36 +201,35 @@ def calibrate_point(
     target_quality_ratio: float = 0.95,
     *,
     bootstrap: int = 200,
-    checks: int = 20,
     seed: int = 7,
     min_gain: float = 0.1,
     progress: Callable[[str], None] | None = None,
 ) -> Calibrated:
     """The operating point for a labelled sample of the operator's own traffic.
 
-    The cheapest point that reaches the target in 80% of bootstrap resamples of the sample (a
-    sample of a few hundred rows; on the mean alone, the point lands under the target on new
-    traffic about half the time, and a fixed mix just under the target is far cheaper). The same
-    rule prices the cheapest fixed mix of tiers. The router's point is kept only when it costs at
-    least `min_gain` less than that mix and, over `checks` resamples, a choice made on the resample
-    beats the best mix on the rows it left out (median by half `min_gain`, three times in four at all);
-    otherwise the policy is the mix (start rungs drawn by share, no escalation), so a router that
-    cannot earn its keep costs nothing extra. The 90%
-    intervals are those of the chosen point over `bootstrap` resamples of the sample (the noise of
-    the estimate, not of the choice).
+    The cheapest point of the one-decision cascade (`choose_agreement_point`) that reaches the target
+    in 80% of bootstrap resamples of the sample (a sample of a few hundred rows; on the mean alone, the
+    point lands under the target on new traffic about half the time, and a fixed mix just under the
+    target is far cheaper). The same rule prices the cheapest fixed mix of tiers. The router's point is
+    kept only when it costs at least `min_gain` less than that mix and the one signal it decides on
+    ranks this sample's failures above chance with 95% confidence (`signal_auc`); otherwise the policy is the mix
+    (start rungs drawn by share, no escalation), so a router that cannot earn its keep costs nothing
+    extra. The 90% intervals are those of the chosen point over `bootstrap` resamples of the sample
+    (the noise of the estimate, not of the choice).
     """
-    point, result = _choose_router(inputs, target_quality_ratio, seed)
     mix_point, mix_result = cheapest_fixed_mix(
         inputs, target_quality_ratio, resamples=ROBUST_RESAMPLES, confidence=ROBUST_CONFIDENCE, seed=seed
     )
-    kind = "router"
-    held_out = _held_out_gain(inputs, target_quality_ratio, seed, checks) if checks else []
-    if progress is not None and held_out:
-        progress(f"router / best mix on rows each choice left out: median {np.median(held_out):.3f}")
-    if not result.cost_ratio <= (1.0 - min_gain) * mix_result.cost_ratio or (
-        held_out and not (np.median(held_out) <= 1.0 - min_gain / 2 and np.quantile(held_out, 0.75) <= 1.0)
-    ):
-        point, result, kind = mix_point, mix_result, "fixed-mix"
+    candidates = _policies(inputs, target_quality_ratio, seed)
+    earning = [
+        c
+        for c in candidates
+        if c.result.cost_ratio <= (1.0 - min_gain) * mix_result.cost_ratio and c.auc[1] > SIGNAL_FLOOR
+    ]
+    point, result, kind, decided_on = mix_point, mix_result, "fixed-mix", None
+    if earning:
+        chosen = min(earning, key=lambda c: c.result.cost_ratio)
+        point, result, kind, decided_on = chosen.point, chosen.result, "router", chosen.kind
     if progress is not None:
         progress(f"{kind}: quality {result.quality_ratio:.4f}, cost {result.cost_ratio:.4f} of always-top")
     rng = np.random.default_rng(seed + 1)
@@ -210,7 +252,16 @@ def calibrate_point(
         ),
         "cost_vs_best_mix": _round_or_none(_mix_ratio(inputs, result)),
         "fixed_mix_cost_ratio": round(mix_result.cost_ratio, 4),
-        "held_out_router_vs_mix": _interval(held_out),
+        "decided_on": decided_on,
+        "candidates": {
+            c.kind: {
+                "quality_ratio": round(c.result.quality_ratio, 4),
+                "cost_ratio": round(c.result.cost_ratio, 4),
+                "signal_auc": round(c.auc[0], 4),
+                "signal_auc_low": round(c.auc[1], 4),
+            }
+            for c in candidates
+        },
         "served_share": [round(x, 4) for x in result.served_share],
         "start_mix": list(point.start_mix),
         "bootstrap": {
@@ -238,13 +289,20 @@ def _full_ladder_point(point: OperatingPoint, ids: Sequence[int], k_model: int) 
     start = [-1.0] * (k_model - 1)
     for j, i in enumerate(ids[:-1]):
         start[i] = point.start_thresholds[j]
-    return OperatingPoint(tuple(start), tuple(verify))
+    return OperatingPoint(tuple(start), tuple(verify), start_per_cost=point.start_per_cost)
 
 
 def with_point(model: RouterModel, point: OperatingPoint, metadata: dict[str, Any]) -> RouterModel:
     """`model` with another operating point and metadata (the fitted parts are shared)."""
     return RouterModel(
-        model.ladder, model.scorers, model.verifiers, point, model.cost_model, model.cost_reference_log_usd, metadata
+        model.ladder,
+        model.scorers,
+        model.verifiers,
+        point,
+        model.cost_model,
+        model.cost_reference_log_usd,
+        metadata,
+        model.lexical_heads,
     )
 
 
@@ -261,9 +319,10 @@ def calibrate_model(
 ) -> tuple[RouterModel, dict[str, Any]]:
     """`model` placed for `rows`, a labelled sample of the operator's traffic whose ladder is `models`.
 
-    With `refit`, each rung's verifier head is re-fitted on the sample where that ranks its failures
-    better in cross-validation (`router.offline.refit`), and the operating point is chosen on the
-    sample's cross-fitted priorities. Returns the calibrated model (a new version; scorers and cost
+    With `refit`, each rung's verifier head is re-fitted on the sample, and a lexical pre-router head
+    fitted, where that ranks its failures better in cross-validation (`router.offline.refit`,
+    `router.offline.lexical`), and the operating point is chosen on the sample's cross-fitted
+    priorities and start scores. Returns the calibrated model (a new version; scorers and cost
     model are the base artifact's) and the calibration summary that also goes into its metadata.
     """
     keyed, rungs = rung_rows(rows, models)
@@ -286,6 +345,24 @@ def calibrate_model(
             verifiers[i] = fitted.parts.verifiers[j]
         if progress is not None:
             progress(f"verifier heads: {[h['head'] for h in heads]}")
+    cost_model, reference, cost_summary = model.cost_model, model.cost_reference_log_usd, {}
+    if refit:
+        sample = [keyed[i] for i in cascade_rows(keyed, rungs, answered)]
+        costs = refit_cost_model(sample, inputs, FeatureCache(sample).prompt, cost_model, reference)
+        inputs, cost_summary = costs.inputs, costs.summary
+        cost_model, reference = costs.cost_model, costs.reference_log_usd
+        if progress is not None:
+            progress(f"cost model: {cost_summary['model']}")
+    # A rung keeps the base artifact's lexical head unless the sample fits a better one.
+    lexical: list[LexicalHead | None] = list(model.lexical_heads) or [None] * (len(model.ladder) - 1)
+    start_summary: list[dict[str, Any]] = []
+    if refit:
+        fitted_start = refit_start_heads([keyed[i] for i in cascade_rows(keyed, rungs, answered)], inputs)
+        inputs, start_summary = fitted_start.inputs, fitted_start.summary
+        for j, i in enumerate(ids[:-1]):
+            lexical[i] = fitted_start.heads[j] or lexical[i]
+        if progress is not None:
+            progress(f"pre-router heads: {[h['head'] for h in start_summary]}")
     if progress is not None:
         progress(f"choosing the operating point on {len(inputs.scores)} rows (answers judged: {answered})")
     chosen = calibrate_point(inputs, target_quality_ratio, bootstrap=bootstrap, progress=progress)
@@ -298,6 +375,8 @@ def calibrate_model(
             "base_artifact": base,
             "base_version": model.version,
             "verifier_heads": heads,
+            "start_heads": start_summary,
+            "cost_model": cost_summary,
         }
     )
     fingerprint = hashlib.sha256(json.dumps([model.version, summary], sort_keys=True).encode()).hexdigest()[:6]
@@ -309,8 +388,9 @@ def calibrate_model(
         model.scorers,
         tuple(verifiers),
         model.operating_point,
-        model.cost_model,
-        model.cost_reference_log_usd,
+        cost_model,
+        reference,
         model.metadata,
+        tuple(lexical) if any(h is not None for h in lexical) else (),
     )
     return with_point(refitted, point, metadata), summary

@@ -43,11 +43,22 @@ class CascadeInputs:
     cost_usd: FloatArray
     start_scores: FloatArray
     verify: FloatArray
+    # Estimated top-rung cost of each prompt over a typical one's (the cost model's; None: all 1).
+    relative_cost: FloatArray | None = None
 
     def subset(self, idx: Sequence[int] | IntArray) -> CascadeInputs:
         """The same arrays for the requests `idx` (a bootstrap sample or a split)."""
         pick = np.asarray(idx, dtype=np.int64)
-        return CascadeInputs(self.scores[pick], self.cost_usd[pick], self.start_scores[pick], self.verify[pick])
+        relative = None if self.relative_cost is None else self.relative_cost[pick]
+        return CascadeInputs(
+            self.scores[pick], self.cost_usd[pick], self.start_scores[pick], self.verify[pick], relative
+        )
+
+    def start_per_cost(self) -> FloatArray:
+        """Start scores per relative top-rung cost (what a point with `start_per_cost` compares)."""
+        if self.relative_cost is None:
+            return self.start_scores
+        return self.start_scores / self.relative_cost[:, None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +131,8 @@ def simulate(inputs: CascadeInputs, point: OperatingPoint) -> CascadeResult:
     served_share = np.zeros(k_total)
     called = np.zeros(k_total)
     for s, weight in starts:
-        start = np.full(n, s, dtype=np.int64) if s >= 0 else start_rungs(inputs.start_scores, point.start_thresholds)
+        by = inputs.start_per_cost() if point.start_per_cost else inputs.start_scores
+        start = np.full(n, s, dtype=np.int64) if s >= 0 else start_rungs(by, point.start_thresholds)
         q, c, served, call = _run(inputs, start, point.verify_thresholds)
         quality += weight * float(q.mean()) if n else 0.0
         cost += weight * float(c.sum())
@@ -276,6 +288,81 @@ def choose_operating_point(
     else:
         chosen = OperatingPoint(tuple([ALWAYS] * k_minus_1), tuple([ALWAYS] * k_minus_1))
     return chosen, simulate(inputs, chosen)
+
+
+def choose_agreement_point(
+    inputs: CascadeInputs,
+    target_quality_ratio: float = 0.95,
+    steps: int = 21,
+    *,
+    resamples: int = 0,
+    confidence: float = 0.8,
+    seed: int = 7,
+) -> tuple[OperatingPoint, CascadeResult]:
+    """Cheapest point of the one-decision cascade reaching the target (judged as `choose_operating_point`).
+
+    Every cheaper rung answers and the request climbs to the last rung below the top; only there does
+    the verifier decide, once, seeing all the cheaper rungs' answers (agreement between final answers
+    is the one answer signal that transfers to traffic the verifier was not trained on). A share of
+    requests starts at the top instead, which moves quality towards the target in small steps. Two
+    numbers to place (the threshold on quantiles of the deciding rung's priorities and the top share):
+    few enough that a sample of a couple of hundred rows places them without fitting its noise, which
+    the full search over every rung's threshold and start mix did not (docs/router.md). Falls back to
+    always-top when nothing reaches the target.
+    """
+    n, k_total = inputs.scores.shape
+    last = k_total - 2
+    judge = _Judge(inputs, target_quality_ratio, resamples, confidence, seed)
+    start = np.zeros(n, dtype=np.int64)
+    top_quality, top_cost = inputs.scores[:, -1], inputs.cost_usd[:, -1]
+    best: tuple[float, OperatingPoint] | None = None
+    for tau in _grid(inputs.verify[:, 0, last], steps):
+        taus = tuple([ALWAYS] * last + [tau])
+        quality, cost, _, _ = _run(inputs, start, taus)
+        for w in np.linspace(0.0, 1.0, 21):
+            ratio = judge.cost_ratio((1 - w) * cost + w * top_cost)
+            if (best is None or ratio < best[0] - 1e-12) and judge.reaches((1 - w) * quality + w * top_quality):
+                mix = tuple(round(x, 6) for x in [1.0 - float(w), *([0.0] * (k_total - 2)), float(w)])
+                best = (ratio, OperatingPoint(cumulative_shares(mix), taus, mix))
+    if best is None:
+        top = tuple(0.0 if i < k_total - 1 else 1.0 for i in range(k_total))
+        best = (1.0, OperatingPoint(cumulative_shares(top), tuple([NEVER] * (k_total - 1)), top))
+    return best[1], simulate(inputs, best[1])
+
+
+def choose_prompt_point(
+    inputs: CascadeInputs,
+    target_quality_ratio: float = 0.95,
+    steps: int = 21,
+    *,
+    resamples: int = 0,
+    confidence: float = 0.8,
+    seed: int = 7,
+) -> tuple[OperatingPoint, CascadeResult]:
+    """Cheapest pre-router point reaching the target: one cheap rung, one threshold on its start score.
+
+    A request starts at rung b when its score for b (P(b is not good enough | prompt) per relative
+    top-rung cost: gain per dollar) is under the threshold, else at the top; its answer is final (no
+    verifier: this is the policy a sample without answers can place). Searched over b and thresholds
+    on quantiles of b's scores, judged as `choose_operating_point` judges. Falls back to always-top
+    when nothing reaches the target.
+    """
+    k_total = inputs.scores.shape[1]
+    judge = _Judge(inputs, target_quality_ratio, resamples, confidence, seed)
+    never = tuple([NEVER] * (k_total - 1))
+    by = inputs.start_per_cost()
+    best: tuple[float, OperatingPoint] | None = None
+    for rung in range(k_total - 1):
+        for t in _grid(by[:, rung], steps):
+            # -1.0: no score is under it, so the other cheap rungs are never a start.
+            thresholds = tuple(t if k == rung else -1.0 for k in range(k_total - 1))
+            quality, cost, _, _ = _run(inputs, start_rungs(by, thresholds), never)
+            ratio = judge.cost_ratio(cost)
+            if (best is None or ratio < best[0] - 1e-12) and judge.reaches(quality):
+                best = (ratio, OperatingPoint(thresholds, never, start_per_cost=True))
+    if best is None:
+        best = (1.0, OperatingPoint(tuple([-1.0] * (k_total - 1)), never))
+    return best[1], simulate(inputs, best[1])
 
 
 def cheapest_fixed_mix(

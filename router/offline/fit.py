@@ -248,11 +248,10 @@ def cascade_inputs(
             p = positive_proba(parts.verifiers[k], np.asarray(feats, dtype=np.float64))
             for (pos, start), value in zip(cells, p, strict=True):
                 verify[pos, start, k] = value
-    if n:
-        # Escalation priority: probability of a better answer per (relative) dollar of the top rung.
-        relative = relative_top_cost(parts.cost_model, parts.cost_reference_log_usd, x)
-        verify = verify / relative[:, None, None]
-    return CascadeInputs(scores, cost, start_scores, verify)
+    relative = relative_top_cost(parts.cost_model, parts.cost_reference_log_usd, x) if n else np.ones(0)
+    # Escalation priority: probability of a better answer per (relative) dollar of the top rung.
+    verify = verify / relative[:, None, None] if n else verify
+    return CascadeInputs(scores, cost, start_scores, verify, relative)
 
 
 @dataclass(frozen=True)

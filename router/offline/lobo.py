@@ -20,7 +20,9 @@ from threadpoolctl import threadpool_limits
 
 from router.offline.calibrate import calibrate_point
 from router.offline.cascade import CascadeInputs, best_mix_cost_ratio, simulate
+from router.offline.cost_refit import refit_cost_model, with_cost_model
 from router.offline.fit import FeatureCache, FeatureMemo, cascade_inputs, cascade_rows, fit_parts, group_of
+from router.offline.lexical import refit_start_heads, with_lexical_scores
 from router.offline.metrics import apgr, oracle_score, sweep
 from router.offline.outcomes import OutcomeRow
 from router.offline.refit import refit_verifiers
@@ -35,8 +37,9 @@ class FoldPlan:
     target_quality_ratio: float = 0.95
     calibration_share: float = 0.2
     seed: int = 7
-    # Re-fit each rung's verifier head on the calibration sample where that ranks failures better
-    # (router.offline.refit); False calibrates the transferred verifier's thresholds only.
+    # Re-fit each rung's verifier head and fit a lexical pre-router head on the calibration sample
+    # where that ranks failures better (router.offline.refit, router.offline.lexical); False
+    # calibrates the transferred parts' thresholds only.
     refit: bool = True
 
 
@@ -107,8 +110,8 @@ def run_fold(
     calib, rest = split_sample(rows, plan.calibration_share, seed)
     progress(f"  calibrating on {len(calib)} rows, judging on {len(rest)}")
     calib_inputs, judged_inputs, heads = inputs.subset(calib), inputs.subset(rest), []
+    calib_rows, rest_rows = [rows[i] for i in calib], [rows[i] for i in rest]
     if answered and plan.refit:
-        calib_rows, rest_rows = [rows[i] for i in calib], [rows[i] for i in rest]
         refit = refit_verifiers(
             calib_rows,
             ladder,
@@ -131,6 +134,28 @@ def run_fold(
             rung_ids=ids[:-1],
             model_top=model_top,
         )
+    start_heads: list[dict[str, Any]] = []
+    cost_summary: dict[str, Any] = {}
+    if plan.refit:
+        costs = refit_cost_model(
+            calib_rows,
+            calib_inputs,
+            FeatureCache(calib_rows, memo).prompt,
+            parts.cost_model,
+            parts.cost_reference_log_usd,
+            seed=seed,
+        )
+        cost_summary, calib_inputs = costs.summary, costs.inputs
+        if costs.refitted:
+            judged_inputs = with_cost_model(
+                judged_inputs, FeatureCache(rest_rows, memo).prompt, costs.cost_model, costs.reference_log_usd
+            )
+        progress(f"  cost model: {cost_summary['model']}")
+        lexical = refit_start_heads(calib_rows, calib_inputs, seed=seed)
+        start_heads = lexical.summary
+        progress(f"  pre-router heads: {[h['head'] for h in start_heads]}")
+        calib_inputs = lexical.inputs
+        judged_inputs = with_lexical_scores(judged_inputs, rest_rows, lexical.heads)
     chosen = calibrate_point(calib_inputs, target_quality_ratio, seed=seed)
     judged = simulate(judged_inputs, chosen.point)
     mix = best_mix_cost_ratio(judged_inputs.scores, judged_inputs.cost_usd, judged.quality_ratio)
@@ -147,6 +172,8 @@ def run_fold(
         "start_mix": list(chosen.point.start_mix),
         "calibration": chosen.summary,
         "verifier_heads": heads,
+        "start_heads": start_heads,
+        "cost_model": cost_summary,
         "quality_ratio": _r(judged.quality_ratio),
         "cost_ratio": _r(judged.cost_ratio),
         "best_mix_cost_ratio": _r(mix),

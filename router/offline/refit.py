@@ -99,7 +99,7 @@ def rung_cells(rows: Sequence[OutcomeRow], ladder: Sequence[str], k: int, rungs_
     return Cells(where, np.asarray(feats, dtype=np.float64).reshape(len(feats), width), np.asarray(labels, np.int64))
 
 
-def _folds(rows: Sequence[OutcomeRow], seed: int) -> NDArray[np.int64]:
+def question_folds(rows: Sequence[OutcomeRow], seed: int) -> NDArray[np.int64]:
     """Fold of each row by its question group (repeats of a question share a fold)."""
     return np.asarray(
         [zlib.crc32(f"{seed}:{group_of(r)}".encode()) % REFIT_FOLDS for r in rows],
@@ -107,7 +107,7 @@ def _folds(rows: Sequence[OutcomeRow], seed: int) -> NDArray[np.int64]:
     )
 
 
-def _auc(y: NDArray[np.int64], p: FloatArray, fold: NDArray[np.int64]) -> float:
+def within_fold_auc(y: NDArray[np.int64], p: FloatArray, fold: NDArray[np.int64]) -> float:
     """Mean over folds of the AUC within the fold.
 
     Pooled across folds, cross-fitted probabilities rank worse than random even for a head with no
@@ -188,7 +188,7 @@ def refit_verifiers(
     `rungs_above[k]` how many rungs of the model's ladder lie above rung k of `ladder`;
     `candidates` default to `candidate_heads()`.
     """
-    row_fold = _folds(rows, seed)
+    row_fold = question_folds(rows, seed)
     relative = relative_top_cost(parts.cost_model, parts.cost_reference_log_usd, prompt) if len(rows) else np.ones(0)
     verify = inputs.verify.copy()
     heads = list(parts.verifiers)
@@ -203,14 +203,14 @@ def refit_verifiers(
             continue
         fold = row_fold[[pos for pos, _ in cells.where]]
         transferred = positive_proba(parts.verifiers[k], cells.x)
-        base_auc = _auc(cells.y, transferred, fold)
+        base_auc = within_fold_auc(cells.y, transferred, fold)
         entry["auc_transferred"] = round(base_auc, 4)
         best: tuple[float, Head, FloatArray] | None = None
         for head in candidate_heads() if candidates is None else candidates:
             oof = _cross_fitted(cells, row_fold, head)
             if np.isnan(oof).any():
                 continue
-            auc = _auc(cells.y, oof, fold)
+            auc = within_fold_auc(cells.y, oof, fold)
             entry[f"auc {head.name}"] = round(auc, 4)
             if np.isfinite(auc) and (best is None or auc > best[0]):
                 best = (auc, head, oof)

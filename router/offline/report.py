@@ -17,6 +17,7 @@ import numpy as np
 
 from router.offline.cascade import ALWAYS, NEVER, CascadeInputs, CascadeResult, best_mix_cost_ratio, simulate
 from router.offline.fit import FeatureCache, FittedParts, cascade_inputs, cascade_rows
+from router.offline.lexical import head_proba, lexical_matrix, with_lexical_scores
 from router.offline.metrics import SweepCurve, apgr, cpt, oracle_score, random_apgr, sweep
 from router.offline.outcomes import OutcomeRow
 from router.offline.train import rung_rows
@@ -38,10 +39,13 @@ def _round(x: float) -> float | None:
 
 
 def prompt_scores(model: RouterModel, rung: str, rows: Sequence[OutcomeRow]) -> np.ndarray[Any, Any]:
-    """The scorer's P(rung is not good enough) for each row's prompt."""
+    """The scorer's P(rung is not good enough) for each row's prompt (the rung's lexical head where it has one)."""
     k = model.rung_index(rung)
     if k == len(model.ladder) - 1:
         return np.zeros(len(rows))
+    head = model.lexical_head(k)
+    if head is not None:
+        return head_proba(head, lexical_matrix(rows))
     cache = FeatureCache(rows)
     return positive_proba(model.scorers[k], cache.prompt) if len(rows) else np.zeros(0)
 
@@ -95,6 +99,7 @@ def sub_ladder_parts(model: RouterModel, ladder: Sequence[str]) -> tuple[FittedP
         cumulative_shares(mix) if mix else tuple(op.start_thresholds[i] for i in below),
         tuple(op.verify_thresholds[i] for i in below),
         mix,
+        op.start_per_cost,
     )
     return parts, below, point
 
@@ -115,7 +120,7 @@ def router_inputs(
         rung_ids=ids,
         model_top=len(model.ladder) - 1,
     )
-    return inputs, point
+    return with_lexical_scores(inputs, [rows[i] for i in idx], [model.lexical_head(i) for i in ids]), point
 
 
 def mix_summary(inputs: CascadeInputs, result: CascadeResult) -> dict[str, Any]:
@@ -148,7 +153,7 @@ def cascade_summary(
     curve: list[tuple[float, float]] = []
     for tau in sorted(set(sweep_taus)):
         taus = (*point.verify_thresholds[:-1], float(tau))
-        r = simulate(inputs, OperatingPoint(point.start_thresholds, taus, point.start_mix))
+        r = simulate(inputs, OperatingPoint(point.start_thresholds, taus, point.start_mix, point.start_per_cost))
         curve.append((r.cost_ratio, r.quality_ratio))
     curve.sort()
     summary = {

@@ -18,7 +18,8 @@ from typing import Any
 import skops.io as sio
 
 from router.errors import ConfigError
-from router.runtime.model import ARTIFACT_FORMAT_VERSION, ARTIFACT_KIND, RouterModel
+from router.runtime.lexical import LexicalHead
+from router.runtime.model import ARTIFACT_FORMAT_VERSION, ARTIFACT_KIND, READABLE_FORMAT_VERSIONS, RouterModel
 from router.runtime.operating_point import OperatingPoint
 
 DEFAULT_ARTIFACT = Path(__file__).resolve().parent.parent / "artifacts" / "scorer-v2.skops"
@@ -128,9 +129,11 @@ def save_model(model: RouterModel, path: Path) -> None:
         "start_thresholds": list(model.operating_point.start_thresholds),
         "verify_thresholds": list(model.operating_point.verify_thresholds),
         "start_mix": list(model.operating_point.start_mix),
+        "start_per_cost": model.operating_point.start_per_cost,
         "cost_model": model.cost_model,
         "cost_reference_log_usd": model.cost_reference_log_usd,
         "metadata_json": json.dumps(model.metadata, sort_keys=True),
+        "lexical_heads": [None if h is None else h.to_bundle() for h in model.lexical_heads],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     # Deflate: the JSON schema of a few hundred small trees shrinks about tenfold.
@@ -147,6 +150,7 @@ def save_model(model: RouterModel, path: Path) -> None:
         "start_thresholds": list(model.operating_point.start_thresholds),
         "verify_thresholds": list(model.operating_point.verify_thresholds),
         "start_mix": list(model.operating_point.start_mix),
+        "start_per_cost": model.operating_point.start_per_cost,
     }
     metadata_path(path).write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
@@ -165,9 +169,10 @@ def load_model(path: Path | None = None) -> RouterModel:
     if not isinstance(bundle, dict) or bundle.get("kind") != ARTIFACT_KIND:
         raise ArtifactError(f"{target.name}: not a tiergate router artifact")
     found = bundle.get("format_version")
-    if found != ARTIFACT_FORMAT_VERSION:
+    if found not in READABLE_FORMAT_VERSIONS:
         raise ArtifactError(
-            f"{target.name}: artifact format version {found!r}, this tiergate reads {ARTIFACT_FORMAT_VERSION}"
+            f"{target.name}: artifact format version {found!r}, this tiergate reads"
+            f" {' and '.join(str(v) for v in READABLE_FORMAT_VERSIONS)}"
         )
     try:
         return RouterModel(
@@ -178,10 +183,14 @@ def load_model(path: Path | None = None) -> RouterModel:
                 tuple(float(t) for t in bundle["start_thresholds"]),
                 tuple(float(t) for t in bundle["verify_thresholds"]),
                 tuple(float(t) for t in bundle.get("start_mix", ())),
+                bool(bundle.get("start_per_cost", False)),
             ),
             cost_model=bundle.get("cost_model"),
             cost_reference_log_usd=float(bundle.get("cost_reference_log_usd", 0.0)),
             metadata=dict(json.loads(str(bundle["metadata_json"]))),
+            lexical_heads=tuple(
+                None if h is None else LexicalHead.from_bundle(h) for h in bundle.get("lexical_heads", [])
+            ),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise ArtifactError(f"{target.name}: incomplete router bundle ({err})") from None

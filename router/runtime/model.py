@@ -14,13 +14,17 @@ from typing import Any
 import numpy as np
 
 from router.runtime.fastpath import RowFn, compile_proba, compile_regressor
+from router.runtime.lexical import LexicalHead
 from router.runtime.operating_point import OperatingPoint
 from router.runtime.policy import RoutingRequest
 from router.runtime.prompt_features import prompt_features
 
 # Bumped when the feature vector or the bundle layout changes; loading refuses other versions.
 # 2: rungs named by position (small/mid/large), final answers found anywhere, start mixes.
-ARTIFACT_FORMAT_VERSION = 2
+# 3: optional per-rung lexical heads fitted on the operator's sample (a reader of 2 would ignore them
+# and route by the wrong scores, so 2-readers must refuse these files).
+ARTIFACT_FORMAT_VERSION = 3
+READABLE_FORMAT_VERSIONS = (2, 3)
 ARTIFACT_KIND = "tiergate-router"
 
 # A ladder names rungs by position, never by model: an artifact trained on one ladder of models
@@ -56,6 +60,8 @@ class RouterModel:
     `ladder` (every rung but the top). cost_model estimates what the top rung would charge for
     a prompt, relative to the training median, so escalation can weigh gain per dollar.
     metadata: version, training-data hash, metrics (JSON-safe).
+    lexical_heads: empty, or one entry per rung but the top: a head fitted on the operator's sample
+    (`router.runtime.lexical`) that replaces that rung's scorer, or None to keep it.
     """
 
     ladder: tuple[str, ...]
@@ -66,12 +72,18 @@ class RouterModel:
     cost_model: Any = None
     cost_reference_log_usd: float = 0.0
     metadata: dict[str, Any] = field(default_factory=dict)
+    lexical_heads: tuple[LexicalHead | None, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.ladder) < 2:
             raise ValueError("a router needs a ladder of at least two rungs")
         if len(self.scorers) != len(self.ladder) - 1 or len(self.verifiers) != len(self.ladder) - 1:
             raise ValueError("one scorer and one verifier per rung but the top")
+        if self.lexical_heads and len(self.lexical_heads) != len(self.ladder) - 1:
+            raise ValueError("lexical heads: none, or one entry per rung but the top")
+
+    def lexical_head(self, rung: int) -> LexicalHead | None:
+        return self.lexical_heads[rung] if self.lexical_heads else None
 
     @property
     def version(self) -> str:
@@ -102,7 +114,13 @@ def relative_top_cost(
     """Estimated top-rung cost of each prompt over the training median (1.0 = a typical prompt)."""
     if cost_model is None:
         return np.ones(len(prompt_rows))
-    log_cost = np.asarray(cost_model.predict(prompt_rows), dtype=np.float64)
+    return relative_from_log(np.asarray(cost_model.predict(prompt_rows), dtype=np.float64), reference_log_usd)
+
+
+def relative_from_log(
+    log_cost: np.ndarray[Any, np.dtype[np.float64]], reference_log_usd: float
+) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """exp(log cost - reference), bounded: one odd prompt cannot force or forbid escalation alone."""
     return np.clip(np.exp(log_cost - reference_log_usd), _MIN_RELATIVE_COST, _MAX_RELATIVE_COST)
 
 
@@ -136,7 +154,9 @@ class LearnedScorer:
     `router_rung` does; left out, the tiers are the model's ladder itself. A tier standing for the
     model's top rung scores 0.0 (nothing above it to do better). When the artifact's operating
     point is a start mix, every tier scores the prompt's hash share instead, so the policy's
-    thresholds (the mix's cumulative shares) draw the start rung.
+    thresholds (the mix's cumulative shares) draw the start rung. A rung with a lexical head (fitted on
+    the operator's sample) is scored by it instead of its scorer; a point placed per cost
+    (`OperatingPoint.start_per_cost`) divides each score by the prompt's relative top-rung cost.
     """
 
     def __init__(self, model: RouterModel, tier_rungs: Sequence[str] | None = None) -> None:
@@ -145,6 +165,9 @@ class LearnedScorer:
         self._indices = [model.rung_index(r) for r in rungs]
         self._top = len(model.ladder) - 1
         self._rows = [RowScorer(s) for s in model.scorers]
+        self._lexical = [model.lexical_head(k) for k in range(len(model.scorers))]
+        self._per_cost = model.operating_point.start_per_cost
+        self._cost = RowScorer(model.cost_model, regressor=True) if model.cost_model is not None else None
 
     @property
     def version(self) -> str:
@@ -157,9 +180,23 @@ class LearnedScorer:
             # A start mix: one draw per prompt against the cumulative shares (the thresholds).
             share = prompt_hash_share(request.text)
             return [0.0 if i >= self._top else share for i in self._mapped(n_rungs)]
-        row = np.asarray(prompt_features(request.text), dtype=np.float64)
         needed = {i for i in self._indices[:n_rungs] if i < self._top}
-        proba = {i: self._rows[i](row) for i in needed}
+        proba: dict[int, float] = {}
+        row: np.ndarray[Any, np.dtype[np.float64]] | None = None
+        for i in needed:
+            head = self._lexical[i]
+            if head is not None:
+                proba[i] = head.proba(request.text)
+                continue
+            if row is None:
+                row = np.asarray(prompt_features(request.text), dtype=np.float64)
+            proba[i] = self._rows[i](row)
+        if self._per_cost and needed:
+            # Gain per dollar, as the operating point was placed (OperatingPoint.start_per_cost).
+            if row is None:
+                row = np.asarray(prompt_features(request.text), dtype=np.float64)
+            relative = relative_top_cost_one(self._cost, self._model.cost_reference_log_usd, row)
+            proba = {i: p / relative for i, p in proba.items()}
         return [proba.get(i, 0.0) for i in self._mapped(n_rungs)]
 
     def _mapped(self, n_rungs: int) -> list[int]:

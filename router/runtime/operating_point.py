@@ -24,6 +24,9 @@ class OperatingPoint:
     start_thresholds: tuple[float, ...]
     verify_thresholds: tuple[float, ...]
     start_mix: tuple[float, ...] = ()
+    # Start scores compared per relative top-rung cost (gain per dollar, as the verifier's priority
+    # is): a prompt the top rung would charge much for needs a higher P(not good enough) to start there.
+    start_per_cost: bool = False
 
     @property
     def mixes(self) -> bool:

@@ -80,7 +80,8 @@ def last_block(text: str) -> str:
     return block[-_BLOCK_CHARS:]
 
 
-def _sample(text: str) -> str:
+def bounded_prompt(text: str) -> str:
+    """The prompt, or its head and tail when it is huge (bounds the regex and hashing work)."""
     if len(text) <= _SAMPLE_CHARS:
         return text
     half = _SAMPLE_CHARS // 2
@@ -89,7 +90,7 @@ def _sample(text: str) -> str:
 
 def prompt_features(text: str) -> list[float]:
     """Fixed-length feature vector (order: FEATURE_NAMES) for one prompt; never raises on str input."""
-    sample = _sample(text)
+    sample = bounded_prompt(text)
     block = last_block(sample)
     options = _OPTION.findall(block)
     n_options = len(set(options))

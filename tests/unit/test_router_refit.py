@@ -80,7 +80,7 @@ def test_an_in_domain_head_replaces_a_transferred_one_that_ranks_failures_backwa
     assert _auc_on(fresh, refit.parts, memo) > 0.9
     assert _auc_on(fresh, parts, memo) < 0.5
     # The operating point chosen on the cross-fitted priorities beats the best mix on the fresh rows.
-    chosen = calibrate_point(refit.inputs, 0.95, bootstrap=20, checks=8)
+    chosen = calibrate_point(refit.inputs, 0.95, bootstrap=20)
     assert chosen.summary["policy"] == "router"
     fresh_inputs = cascade_inputs(fresh, list(range(len(fresh))), LADDER, refit.parts, FeatureCache(fresh, memo))
     judged = simulate(fresh_inputs, chosen.point)
@@ -111,6 +111,6 @@ def test_without_a_signal_in_the_sample_the_transferred_head_and_the_fixed_mix_s
     refit = _refit(sample, parts, memo)
     assert refit.summary[0]["head"] == "transferred"
     assert refit.parts.verifiers[0] is parts.verifiers[0]
-    chosen = calibrate_point(refit.inputs, 0.95, bootstrap=20, checks=8)
+    chosen = calibrate_point(refit.inputs, 0.95, bootstrap=20)
     assert chosen.summary["policy"] == "fixed-mix"
     assert chosen.point.verify_thresholds == (NEVER,)
