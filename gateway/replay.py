@@ -45,7 +45,7 @@ from gateway.replay_scoring import (
     summarize,
 )
 from gateway.replay_tier import LatencyPlan, ReplayError, latency_plan, normalise_prompt, token_count
-from gateway.service import LATENCY_HEADER
+from gateway.routing import LATENCY_HEADER
 from router.offline.outcomes import OutcomeRow, canonical_model
 from router.offline.tables import load_outcomes
 

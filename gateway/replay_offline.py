@@ -38,7 +38,7 @@ async def _offline(
     usd_per_token: Mapping[str, float],
 ) -> dict[str, Any]:
     # Imported here: the learned artifact (scikit-learn, skops) loads only when a replay asks.
-    from gateway.service import policy_config
+    from gateway.routing import policy_config
     from gateway.state import load_router
 
     parts = load_router(profile)

@@ -10,7 +10,7 @@ replaces the backoff, and a `Retry-After` past the deadline ends the retries at 
 Every try's outcome feeds the tier's circuit breaker (gateway.tiers); a breaker that refuses the
 call raises `TierUnavailable` (a 503 with Retry-After), which the service answers with a fallback to
 another tier for model=auto, and passes on for a pinned tier. Which tier comes next is the service's
-choice (gateway.service): only it knows the route.
+choice (gateway.attempts): only it knows the route.
 """
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ from gateway.errors import (
 from gateway.metrics import CONTENT_TYPE
 from gateway.middleware import ADMIN_PREFIX, OPEN_PATHS
 from gateway.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ErrorResponse
-from gateway.service import LATENCY_HEADER, ChatService
+from gateway.routing import LATENCY_HEADER
+from gateway.service import ChatService
 from gateway.state import AppState
 
 router = APIRouter()

@@ -21,7 +21,7 @@ from gateway.budgets import SLO_TOTAL_HEADER, SLO_TTFT_HEADER, request_budget
 from gateway.context import PASSED_THROUGH_MAX_NAMES, passed_through_header
 from gateway.errors import InvalidRequest
 from gateway.protocol import KNOWN_FIELDS, parse_chat_request
-from gateway.service import LATENCY_HEADER
+from gateway.routing import LATENCY_HEADER
 from gateway.settings import GatewaySettings
 from gateway.upstream import UpstreamStream
 
