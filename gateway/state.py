@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from deployments.economics import tier_economics
+from deployments.economics import GENERIC_PRIOR, TierEconomics, tier_economics
 from deployments.limits import context_tokens
 from deployments.planning import TierPlanningError, kv_tokens_capacity
 from deployments.profile import Profile, ProfileError, RoutingSpec
@@ -25,7 +25,7 @@ from gateway.upstream import UpstreamClient
 from router.errors import ConfigError
 from router.runtime.cascade import AnswerJudge
 from router.runtime.policy import HeuristicScorer, Scorer
-from router.runtime.slo import LatencyEstimator
+from router.runtime.slo import LatencyEstimator, LatencyPrior
 
 log = logging.getLogger("tiergate.admission")
 
@@ -71,6 +71,32 @@ def admission_gates(profile: Profile, processes: int = 1) -> dict[str, TierAdmis
             gate.capacity_tokens = capacity
         gates[spec.name] = gate
     return gates
+
+
+def latency_estimator(profile: Profile, economics: dict[str, TierEconomics]) -> LatencyEstimator:
+    """One estimator for the fleet, its corrections learned per engine.
+
+    Tiers naming one engine share its KV cache, batch and queue: the slowdown a busy engine shows
+    through one of them is what the others will meet, so they learn it together. A shared correction
+    needs one prior: the engine's is the first planned one among its tiers (a tier without a plan has
+    the generic prior; the engine's serving section or a latency_plan says more). Two different
+    plans for one engine are refused.
+    """
+    chosen: dict[str, tuple[str, LatencyPrior]] = {}
+    for spec in profile.tiers:
+        prior = economics[spec.name].prior
+        seen = chosen.get(spec.engine)
+        if seen is None or seen[1] == GENERIC_PRIOR:
+            chosen[spec.engine] = (spec.name, prior)
+        elif prior not in (GENERIC_PRIOR, seen[1]):
+            raise ProfileError(
+                f"tiers {seen[0]!r} and {spec.name!r} name engine {spec.engine!r} but plan different latencies;"
+                " one engine has one speed: give latency_plan (or serving) on one of them only"
+            )
+    return LatencyEstimator(
+        {spec.name: chosen[spec.engine][1] for spec in profile.tiers},
+        engines={spec.name: spec.engine for spec in profile.tiers},
+    )
 
 
 class RouterParts:
@@ -141,7 +167,7 @@ class AppState:
             economics = {spec.name: tier_economics(spec) for spec in profile.tiers}
         except ConfigError as err:
             raise ProfileError(f"tier prices and latency priors: {err}") from None
-        self.estimator = LatencyEstimator({name: e.prior for name, e in economics.items()})
+        self.estimator = latency_estimator(profile, economics)
         self.engine_load = engine_load_poller(profile)
         names = [t.name for t in profile.tiers]
         self.metrics = GatewayMetrics(names, router_version=self.scorer.version, policy=profile.routing.policy)

@@ -4,7 +4,9 @@ An estimate starts from planner priors (a fixed time to first token, prefill tim
 decode time per output token at batch 1 and at the engine's full batch) and is corrected online:
 
 - by what the gateway observes: an exponentially weighted mean of observed / predicted, one for
-  time to first token and one for the time between tokens, per tier;
+  time to first token and one for the time between tokens, per serving engine: tiers served by one
+  engine share its KV cache, batch and queue, so the load-driven slowdown one of them sees is the
+  other's too (the answers' typical length stays per tier: each tier gets its own traffic);
 - by the tier's load: running and waiting sequences. A request that finds the engine's batch full
   waits for slots to free; decode slows as the batch fills.
 
@@ -95,51 +97,73 @@ class Budget:
 
 
 @dataclass(slots=True)
-class _TierState:
+class _EngineState:
+    """What one engine's observations teach: how much slower or faster than its prior it runs."""
+
     prior: LatencyPrior
     ttft_ratio: float = 1.0
     itl_ratio: float = 1.0
-    output_tokens: float = float(DEFAULT_OUTPUT_TOKENS)
     observations: int = 0
+
+
+@dataclass(slots=True)
+class _TierState:
+    engine: _EngineState
+    output_tokens: float = float(DEFAULT_OUTPUT_TOKENS)
 
 
 @dataclass
 class LatencyEstimator:
-    """Per-tier estimates: planner priors corrected by observations and the tier's load."""
+    """Per-tier estimates: planner priors corrected by observations and the tier's load.
+
+    `engines` maps a tier to the engine serving it (a tier not named there has an engine of its
+    own). Tiers of one engine share its correction factors, so they must share one prior too: a
+    ratio learned against one prior means nothing against another.
+    """
 
     priors: Mapping[str, LatencyPrior]
     alpha: float = DEFAULT_ALPHA
+    engines: Mapping[str, str] = field(default_factory=dict)
     _state: dict[str, _TierState] = field(init=False)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha <= 1.0:
             raise ValueError("alpha must lie in (0, 1]")
-        self._state = {name: _TierState(prior) for name, prior in self.priors.items()}
+        shared: dict[str, tuple[str, _EngineState]] = {}
+        self._state = {}
+        for name, prior in self.priors.items():
+            engine = self.engines.get(name, name)
+            first, state = shared.setdefault(engine, (name, _EngineState(prior)))
+            if state.prior != prior:
+                raise ValueError(f"tiers {first!r} and {name!r} share engine {engine!r} but not a latency prior")
+            self._state[name] = _TierState(state)
 
     def _base_ttft_ms(self, state: _TierState, prompt_tokens: int) -> float:
-        p = state.prior
+        p = state.engine.prior
         return p.ttft_fixed_ms + p.prefill_ms_per_token * max(prompt_tokens, 0)
 
     def _queue_ms(self, state: _TierState, load: TierLoad, prompt_tokens: int) -> float:
         # A request beyond the engine's batch waits until enough running sequences finish: with
         # `excess` sequences ahead of it, roughly excess / max_batch typical requests' time.
-        p = state.prior
+        engine = state.engine
+        p = engine.prior
         excess = load.running + load.waiting + 1.0 - p.max_batch
         if excess <= 0:
             return 0.0
-        typical = self._base_ttft_ms(state, prompt_tokens) * state.ttft_ratio + state.output_tokens * (
-            p.decode_ms_at(p.max_batch) * state.itl_ratio
+        typical = self._base_ttft_ms(state, prompt_tokens) * engine.ttft_ratio + state.output_tokens * (
+            p.decode_ms_at(p.max_batch) * engine.itl_ratio
         )
         return math.ceil(excess / p.max_batch) * typical
 
     def estimate(self, tier: str, prompt_tokens: int, max_tokens: int | None, load: TierLoad | None = None) -> Estimate:
         """Expected TTFT and total time of a request of this size on `tier` under `load`."""
         state = self._state[tier]
+        engine = state.engine
         load = load or TierLoad()
         out = state.output_tokens if max_tokens is None else min(state.output_tokens, float(max_tokens))
-        ttft = self._base_ttft_ms(state, prompt_tokens) * state.ttft_ratio + self._queue_ms(state, load, prompt_tokens)
-        batch = min(load.running + 1.0, float(state.prior.max_batch))
-        decode = max(out - 1.0, 0.0) * state.prior.decode_ms_at(batch) * state.itl_ratio
+        ttft = self._base_ttft_ms(state, prompt_tokens) * engine.ttft_ratio + self._queue_ms(state, load, prompt_tokens)
+        batch = min(load.running + 1.0, float(engine.prior.max_batch))
+        decode = max(out - 1.0, 0.0) * engine.prior.decode_ms_at(batch) * engine.itl_ratio
         return Estimate(ttft_ms=ttft, total_ms=ttft + decode)
 
     def observe(
@@ -152,7 +176,8 @@ class LatencyEstimator:
         total_ms: float,
         load: TierLoad | None = None,
     ) -> None:
-        """Fold one finished request's timings into the tier's corrections.
+        """Fold one finished request's timings into the corrections of the tier's engine (and the
+        answer's length into the tier's own typical length).
 
         `ttft_ms` is None for an unstreamed answer (only its total was seen): the first token is
         then taken to have come when the current estimate says, and only decode is corrected.
@@ -163,28 +188,30 @@ class LatencyEstimator:
         load = load or TierLoad()
         a = self.alpha
         predicted_ttft = self._base_ttft_ms(state, prompt_tokens) + self._queue_ms(state, load, prompt_tokens)
+        engine = state.engine
         if ttft_ms is None:
-            ttft_ms = min(predicted_ttft * state.ttft_ratio, total_ms)
+            ttft_ms = min(predicted_ttft * engine.ttft_ratio, total_ms)
         elif predicted_ttft > 0 and ttft_ms > 0:
-            state.ttft_ratio = _blend(state.ttft_ratio, ttft_ms / predicted_ttft, a)
+            engine.ttft_ratio = _blend(engine.ttft_ratio, ttft_ms / predicted_ttft, a)
         if completion_tokens > 1 and total_ms > ttft_ms:
-            batch = min(load.running + 1.0, float(state.prior.max_batch))
-            predicted_itl = state.prior.decode_ms_at(batch)
+            batch = min(load.running + 1.0, float(engine.prior.max_batch))
+            predicted_itl = engine.prior.decode_ms_at(batch)
             if predicted_itl > 0:
                 observed_itl = (total_ms - ttft_ms) / (completion_tokens - 1)
-                state.itl_ratio = _blend(state.itl_ratio, observed_itl / predicted_itl, a)
+                engine.itl_ratio = _blend(engine.itl_ratio, observed_itl / predicted_itl, a)
         if completion_tokens > 0:
             state.output_tokens = (1 - a) * state.output_tokens + a * completion_tokens
-        state.observations += 1
+        engine.observations += 1
 
     def corrections(self, tier: str) -> dict[str, float]:
-        """The tier's current correction factors (for /admin and tests)."""
+        """The tier's current correction factors (for /admin and tests); the ratios and their
+        observation count are its engine's, the output length the tier's own."""
         s = self._state[tier]
         return {
-            "ttft_ratio": s.ttft_ratio,
-            "itl_ratio": s.itl_ratio,
+            "ttft_ratio": s.engine.ttft_ratio,
+            "itl_ratio": s.engine.itl_ratio,
             "output_tokens": s.output_tokens,
-            "observations": float(s.observations),
+            "observations": float(s.engine.observations),
         }
 
 

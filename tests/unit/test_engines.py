@@ -9,9 +9,11 @@ import pytest
 import yaml
 
 from deployments.app import ServeBuildError, llm_config_dicts, served_models
+from deployments.economics import tier_economics
 from deployments.launcher import profile_yaml
 from deployments.profile import Profile, ProfileError, load_profile, parse_profile
-from gateway.state import admission_gates
+from gateway.state import admission_gates, latency_estimator
+from router.runtime.slo import LatencyEstimator
 
 URL = "http://127.0.0.1:8100/v1"
 
@@ -116,3 +118,33 @@ def test_engine_names_survive_the_profile_the_launcher_hands_the_gateway() -> No
     profile = load_profile("local-cpu", apply_env=False)
     again = parse_profile(yaml.safe_load(profile_yaml(profile)))
     assert [t.engine for t in again.tiers] == [t.engine for t in profile.tiers]
+
+
+def _estimator(profile: Profile) -> LatencyEstimator:
+    return latency_estimator(profile, {t.name: tier_economics(t) for t in profile.tiers})
+
+
+def test_a_busy_engine_seen_through_one_tier_slows_the_estimate_of_its_other_tiers() -> None:
+    est = _estimator(_profile(_tier("a", engine="e", serving=True), _tier("b", engine="e"), _tier("c", model="n")))
+    before_b, before_c = est.estimate("b", 100, 16), est.estimate("c", 100, 16)
+    for _ in range(10):
+        guess = est.estimate("a", 100, 16)
+        est.observe(
+            "a", prompt_tokens=100, completion_tokens=16, ttft_ms=3 * guess.ttft_ms, total_ms=3 * guess.total_ms
+        )
+    assert est.estimate("b", 100, 16).total_ms > 2 * before_b.total_ms
+    assert est.estimate("c", 100, 16) == before_c
+
+
+def test_an_engine_takes_the_plan_one_of_its_tiers_gives_and_refuses_two() -> None:
+    plan = "llama-3.1-8b@h100-80gb"
+    est = _estimator(_profile(_tier("a", engine="api"), _tier("b", engine="api", latency_plan=plan)))
+    assert (
+        est.estimate("a", 100, 16)
+        == est.estimate("b", 100, 16)
+        != _estimator(_profile(_tier("a"))).estimate("a", 100, 16)
+    )
+    other = "llama-3.3-70b@h100-80gbx4"
+    twice = _profile(_tier("a", engine="api", latency_plan=plan), _tier("b", engine="api", latency_plan=other))
+    with pytest.raises(ProfileError, match="'a' and 'b' name engine 'api' but plan different latencies"):
+        _estimator(twice)

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from router.runtime.policy import HeuristicScorer, PolicyConfig, RoutingRequest, decide
-from router.runtime.slo import Budget, Estimate, LatencyEstimator, LatencyPrior, TierLoad
+from router.runtime.slo import DEFAULT_OUTPUT_TOKENS, Budget, Estimate, LatencyEstimator, LatencyPrior, TierLoad
 
 PRIOR = LatencyPrior(
     ttft_fixed_ms=10.0,
@@ -103,3 +103,22 @@ def test_an_unstreamed_answer_corrects_decode_only() -> None:
     est.observe("t", prompt_tokens=100, completion_tokens=11, ttft_ms=None, total_ms=20.0 + 10 * 10.0)
     c = est.corrections("t")
     assert c["ttft_ratio"] == 1.0 and c["itl_ratio"] == pytest.approx(2.0)
+
+
+def test_an_observation_through_one_tier_moves_the_estimate_of_another_on_its_engine() -> None:
+    est = LatencyEstimator({"a": PRIOR, "b": PRIOR, "c": PRIOR}, engines={"a": "e", "b": "e"})
+    before_b, before_c = est.estimate("b", 100, 11), est.estimate("c", 100, 11)
+    # The shared engine is busy: what tier a sees takes three times what the prior says.
+    for _ in range(10):
+        est.observe("a", prompt_tokens=100, completion_tokens=11, ttft_ms=60.0, total_ms=60.0 + 10 * 15.0)
+    after_b = est.estimate("b", 100, 11)
+    assert after_b.ttft_ms > 2 * before_b.ttft_ms and after_b.total_ms > 2 * before_b.total_ms
+    assert est.estimate("c", 100, 11) == before_c  # another engine learnt nothing
+    # How long answers run is each tier's own (its own traffic), not the engine's.
+    assert est.corrections("a")["output_tokens"] < est.corrections("b")["output_tokens"] == DEFAULT_OUTPUT_TOKENS
+
+
+def test_tiers_on_one_engine_must_share_one_prior() -> None:
+    slower = LatencyPrior(20.0, 0.1, 5.0, 10.0, 4)
+    with pytest.raises(ValueError, match="share engine 'e' but not a latency prior"):
+        LatencyEstimator({"a": PRIOR, "b": slower}, engines={"a": "e", "b": "e"})
