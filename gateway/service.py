@@ -37,6 +37,8 @@ from router.runtime.slo import LatencyEstimator
 
 
 class ChatService:
+    """One process's chat endpoint: the parts below, built once from the profile and wired together."""
+
     def __init__(
         self,
         profile: Profile,
