@@ -410,13 +410,6 @@ def _tier_scores(model: RouterModel, rungs: list[str], rows: list[OutcomeRow]) -
     """(rows, tiers-1) matrix of P(tier's rung is not good enough), as the policy would see it."""
     import numpy as np
 
-    from router.offline.fit import FeatureCache
-    from router.runtime.model import positive_proba
+    from router.offline.report import prompt_scores
 
-    cache = FeatureCache(rows)
-    top = len(model.ladder) - 1
-    cols = []
-    for rung in rungs[:-1]:
-        k = model.rung_index(rung)
-        cols.append(np.zeros(len(rows)) if k == top else positive_proba(model.scorers[k], cache.prompt))
-    return np.column_stack(cols)
+    return np.column_stack([prompt_scores(model, rung, rows) for rung in rungs[:-1]])

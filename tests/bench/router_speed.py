@@ -1,19 +1,24 @@
 """Router speed benchmark: artifact load time and scoring/verifying p50 (prints numbers; not a test).
 
 Run: python -m tests.bench.router_speed [--model PATH]
-Targets: load <= 1 s; scoring p50 <= 1 ms for a ~200-token prompt and <= 5 ms for ~8k tokens.
+Targets: load <= 1 s; scoring p50 <= 1 ms for a ~200-token prompt (also with a calibrated lexical
+head), verifying p50 <= 5 ms for ~8k tokens.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+import numpy as np
+
 from router.runtime.artifact import load_model
+from router.runtime.lexical import DEFAULT_BUCKETS, LexicalHead
 from router.runtime.model import LearnedScorer
 from router.runtime.policy import RoutingRequest
 from router.runtime.verifier import Verifier
@@ -50,6 +55,16 @@ def main() -> None:
         request = RoutingRequest(text=text)
         p50 = _p50_ms(partial(scorer.scores, request, 2), args.repeats)
         print(f"score  {name:>9} prompt: p50 {p50:.3f} ms")
+    # A calibrated artifact may score a rung with a lexical head, per relative top-rung cost: the
+    # same model with a random full-size head and a per-cost point costs what such an artifact does.
+    head = LexicalHead(np.random.default_rng(0).normal(size=DEFAULT_BUCKETS), 0.0)
+    point = dataclasses.replace(model.operating_point, start_mix=(), start_per_cost=True)
+    lexical = LearnedScorer(
+        dataclasses.replace(model, operating_point=point, lexical_heads=tuple(head for _ in model.scorers))
+    )
+    for name, text in (("200-token", short), ("8k-token", long)):
+        p50 = _p50_ms(partial(lexical.scores, RoutingRequest(text=text), 2), args.repeats)
+        print(f"score  {name:>9} prompt, lexical head per cost: p50 {p50:.3f} ms")
     for name, text in (("200-token", short), ("8k-token", long)):
         p50 = _p50_ms(partial(verifier.verify, text, "B\n", rung=1, previous_answers=["B"]), args.repeats)
         print(f"verify {name:>9} prompt: p50 {p50:.3f} ms")
