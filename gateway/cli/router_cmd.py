@@ -40,7 +40,9 @@ EVAL_KEYS = (
 DataOpt = Annotated[list[Path], typer.Option("--data", help="Outcome JSONL file or folder; repeatable.")]
 ModelOpt = Annotated[Path | None, typer.Option("--artifact", "--model", help="Artifact (default: the committed one).")]
 SmallOpt = Annotated[str, typer.Option(help="Model key of the tables standing on the cheapest rung.")]
-MidOpt = Annotated[str | None, typer.Option(help="Model key on the middle rung (leave out for two rungs).")]
+MidOpt = Annotated[
+    str | None, typer.Option(help="Model key on the middle rung; `none` (or leaving it out of `eval`) for two rungs.")
+]
 LargeOpt = Annotated[str, typer.Option(help="Model key on the top rung.")]
 _SMALL, _MID, _LARGE = "mistralai/mistral-7b-chat", "mistralai/mixtral-8x7b-chat", "gpt-4-1106-preview"
 
@@ -49,7 +51,11 @@ def _ladder_models(rows: list[OutcomeRow], small: str, mid: str | None, large: s
     """The model keys of the ladder, cheapest first; each must have scores in the data."""
     from router.offline.outcomes import canonical_model, models_present
 
+    if mid is not None and mid.lower() == "none":
+        mid = None
     models = [canonical_model(m) for m in ([small, mid, large] if mid else [small, large])]
+    if len(set(models)) != len(models):
+        fail(f"the ladder {models} names a model twice (for a two-rung ladder give --mid none)")
     present = models_present(rows)
     missing = [m for m in models if m not in present]
     if missing:

@@ -122,7 +122,7 @@ def _round_or_none(x: float | None) -> float | None:
 
 # Resamples behind "reaches the target" (see choose_agreement_point) and the share of them that must.
 ROBUST_RESAMPLES = 100
-ROBUST_CONFIDENCE = 0.8
+ROBUST_CONFIDENCE = 0.9
 # Thresholds of the deciding rung tried on a sample: quantiles of its priorities in steps of 5%.
 CALIBRATION_STEPS = 21
 
@@ -131,6 +131,10 @@ CALIBRATION_STEPS = 21
 SIGNAL_CONFIDENCE = 0.95
 # ... and that lower bound must lie above chance.
 SIGNAL_FLOOR = 0.5
+# Fewer failures of the deciding rung than this in the sample and no router is kept: calibrating on
+# 30-150-row subsamples of the training folds, routers kept on fewer than 10 failures landed under
+# the quality target on the other rows about half the time (docs/router.md).
+MIN_FAILURES = 10
 
 
 def signal_auc(
@@ -176,6 +180,7 @@ class _Candidate:
     point: OperatingPoint
     result: CascadeResult
     auc: tuple[float, float]
+    failures: int
 
 
 def _policies(inputs: CascadeInputs, target: float, seed: int) -> list[_Candidate]:
@@ -183,16 +188,15 @@ def _policies(inputs: CascadeInputs, target: float, seed: int) -> list[_Candidat
     top = inputs.scores[:, -1]
     last = inputs.scores.shape[1] - 2
     point, result = choose_agreement_point(inputs, target, **_robust(seed))
-    out = [
-        _Candidate(
-            "agreement", point, result, signal_auc(inputs.verify[:, 0, last], inputs.scores[:, last] < top, seed=seed)
-        )
-    ]
+    failed = inputs.scores[:, last] < top
+    auc = signal_auc(inputs.verify[:, 0, last], failed, seed=seed)
+    out = [_Candidate("agreement", point, result, auc, int(failed.sum()))]
     point, result = choose_prompt_point(inputs, target, **_robust(seed))
     rung = next((k for k, t in enumerate(point.start_thresholds) if t != -1.0), None)
     if rung is not None:
         failed = inputs.scores[:, rung] < top
-        out.append(_Candidate("pre-router", point, result, signal_auc(inputs.start_scores[:, rung], failed, seed=seed)))
+        auc = signal_auc(inputs.start_scores[:, rung], failed, seed=seed)
+        out.append(_Candidate("pre-router", point, result, auc, int(failed.sum())))
     return out
 
 
@@ -207,15 +211,17 @@ def calibrate_point(
 ) -> Calibrated:
     """The operating point for a labelled sample of the operator's own traffic.
 
-    The cheapest point of the one-decision cascade (`choose_agreement_point`) that reaches the target
-    in 80% of bootstrap resamples of the sample (a sample of a few hundred rows; on the mean alone, the
-    point lands under the target on new traffic about half the time, and a fixed mix just under the
-    target is far cheaper). The same rule prices the cheapest fixed mix of tiers. The router's point is
-    kept only when it costs at least `min_gain` less than that mix and the one signal it decides on
-    ranks this sample's failures above chance with 95% confidence (`signal_auc`); otherwise the policy is the mix
-    (start rungs drawn by share, no escalation), so a router that cannot earn its keep costs nothing
-    extra. The 90% intervals are those of the chosen point over `bootstrap` resamples of the sample
-    (the noise of the estimate, not of the choice).
+    Two single-decision policies are placed on the sample (`_policies`): the agreement cascade
+    (`choose_agreement_point`) and a pre-router (`choose_prompt_point`), each at its cheapest point
+    reaching the target in 90% of bootstrap resamples (on the mean alone a point chosen on a few
+    hundred rows lands under the target on new traffic about half the time, and a fixed mix just
+    under the target is far cheaper). The same rule prices the cheapest fixed mix of tiers. A policy
+    is kept only when it costs at least `min_gain` less than that mix, its deciding score ranks the
+    sample's failures above chance with 95% confidence (`signal_auc`), and the sample holds at least
+    `MIN_FAILURES` of them; the cheaper of the kept ones wins. Otherwise the policy is the mix (start
+    rungs drawn by share, no escalation), so a router that cannot earn its keep costs nothing extra.
+    The 90% intervals are those of the chosen point over `bootstrap` resamples of the sample (the
+    noise of the estimate, not of the choice).
     """
     mix_point, mix_result = cheapest_fixed_mix(
         inputs, target_quality_ratio, resamples=ROBUST_RESAMPLES, confidence=ROBUST_CONFIDENCE, seed=seed
@@ -224,7 +230,9 @@ def calibrate_point(
     earning = [
         c
         for c in candidates
-        if c.result.cost_ratio <= (1.0 - min_gain) * mix_result.cost_ratio and c.auc[1] > SIGNAL_FLOOR
+        if c.result.cost_ratio <= (1.0 - min_gain) * mix_result.cost_ratio
+        and c.auc[1] > SIGNAL_FLOOR
+        and c.failures >= MIN_FAILURES
     ]
     point, result, kind, decided_on = mix_point, mix_result, "fixed-mix", None
     if earning:
@@ -259,6 +267,7 @@ def calibrate_point(
                 "cost_ratio": round(c.result.cost_ratio, 4),
                 "signal_auc": round(c.auc[0], 4),
                 "signal_auc_low": round(c.auc[1], 4),
+                "failures": c.failures,
             }
             for c in candidates
         },

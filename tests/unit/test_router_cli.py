@@ -116,3 +116,18 @@ def test_calibrate_needs_exactly_one_target(tmp_path: Path, model_path: Path) ->
     profile = _profile(tmp_path)
     args = _calibrate_args(profile, model_path)
     assert runner.invoke(app, args).exit_code == 2
+
+
+def test_calibrate_out_takes_a_two_rung_ladder_with_mid_none(tmp_path: Path, model_path: Path) -> None:
+    out = tmp_path / "two.skops"
+    base = ["router", "calibrate", "--data", str(FIXTURE), "--model", str(model_path), "--small", SMALL]
+    result = runner.invoke(
+        app,
+        [*base, "--mid", "none", "--large", LARGE, "--target-quality", "0.9", "--out", str(out), "--bootstrap", "5"],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.with_suffix(".json").read_text())["calibration"]["rungs"] == ["small", "large"]
+    # Naming one model on two rungs is refused with the way out, not a calibration on zero rows.
+    twice = runner.invoke(app, [*base, "--mid", SMALL, "--large", LARGE, "--target-quality", "0.9", "--out", str(out)])
+    assert twice.exit_code == 2
+    assert "--mid none" in twice.output

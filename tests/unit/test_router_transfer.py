@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from gateway.cli import app
-from router.offline.calibrate import calibrate_point
+from router.offline.calibrate import MIN_FAILURES, calibrate_point
 from router.offline.cascade import (
     ALWAYS,
     NEVER,
@@ -189,6 +189,19 @@ def test_calibration_on_small_samples_keeps_a_real_signal_and_does_not_take_nois
     # it; without the check one sample in twelve kept a router that cost 1.3x the mix on new rows).
     assert taken_blind == 0
     assert max(fresh_blind) <= 1.0 + 1e-9
+
+
+def test_a_sample_with_too_few_failures_to_judge_keeps_the_mix_however_clear_the_signal() -> None:
+    inputs = _inputs(np.random.default_rng(21), 40, 5.0)
+    chosen = calibrate_point(inputs, 0.95, bootstrap=0)
+    agreement = chosen.summary["candidates"]["agreement"]
+    assert agreement["failures"] < MIN_FAILURES
+    assert agreement["signal_auc_low"] > 0.5
+    assert chosen.summary["policy"] == "fixed-mix"
+    # The same signal with enough failures in the sample is kept.
+    assert (
+        calibrate_point(_inputs(np.random.default_rng(21), 300, 5.0), 0.95, bootstrap=0).summary["policy"] == "router"
+    )
 
 
 def _renamed(rows: tuple[OutcomeRow, ...], names: dict[str, str]) -> list[OutcomeRow]:
