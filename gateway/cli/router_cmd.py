@@ -239,16 +239,19 @@ def register(app: typer.Typer) -> None:
         large: LargeOpt = _LARGE,
         bootstrap: Annotated[int, typer.Option(min=0, help="(--out) Resamples for the 90% interval.")] = 200,
         refit: Annotated[
-            bool, typer.Option(help="(--out) Re-fit the verifier's head on DATA where it ranks failures better.")
+            bool,
+            typer.Option(help="(--out) Fit verifier heads, lexical heads and the cost model on DATA where they help."),
         ] = True,
         model_path: ModelOpt = None,
     ) -> None:
         """Place the router for DATA, a labelled sample of your traffic (same rows as the outcome tables).
 
-        With --out: re-choose the artifact's operating point (start rule and verifier thresholds,
-        or the cheapest fixed mix of tiers where the router does not beat one; with --refit, each
-        rung's verifier head re-fitted on DATA where that ranks failures better in cross-validation)
-        and report expected quality and cost with an interval. With --profile: write pre-router
+        With --out: place the router for DATA and write a new artifact. With --refit, what DATA can
+        teach is fitted first where cross-validation shows it helps (each rung's verifier head, a
+        lexical pre-router head on the prompt's words, the top rung's cost model); then the agreement
+        cascade and a pre-router are placed, and the cheaper is kept only where it beats the cheapest
+        fixed mix of tiers by 10% on a sample with a real signal (else the artifact runs that mix).
+        Reports expected quality and cost with an interval. With --profile: write pre-router
         thresholds into a profile.
         """
         if (out is None) == (profile is None):
@@ -274,7 +277,10 @@ def register(app: typer.Typer) -> None:
         calibration_share: Annotated[float, typer.Option(help="Share of a held-out benchmark to calibrate on.")] = 0.2,
         seed: Annotated[int, typer.Option(help="Seed of the calibration split and the bootstrap.")] = 7,
         refit: Annotated[
-            bool, typer.Option(help="Re-fit the verifier's head on each calibration sample where it ranks better.")
+            bool,
+            typer.Option(
+                help="Fit verifier heads, lexical heads and the cost model on each calibration sample where they help."
+            ),
         ] = True,
         benchmark: Annotated[
             list[str] | None, typer.Option(help="Only this held-out benchmark; repeatable (default: every one).")
