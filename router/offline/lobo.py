@@ -233,7 +233,9 @@ def fold_table(folds: Sequence[Fold]) -> str:
     lines = [head]
     for fold in folds:
         s = fold.summary
-        policy = s["policy"] if s["answers"] else f"{s['policy']} (no answers in table)"
+        decided = s["calibration"].get("decided_on")
+        policy = f"{s['policy']} ({decided})" if decided else s["policy"]
+        policy = policy if s["answers"] else f"{policy}, no answers in table"
         lines.append(
             f"| {fold.benchmark} | {len(s['ladder'])} | {s['rows_calibration']} / {s['rows_judged']} | {policy}"
             f" | {s['quality_ratio']} | {s['cost_ratio']} | {s['best_mix_cost_ratio']} | **{s['cost_vs_best_mix']}**"
