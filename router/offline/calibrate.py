@@ -1,8 +1,10 @@
 """Calibration on the operator's own traffic: the cascade's operating point, or the pre-router's thresholds.
 
-`calibrate_point` re-places the whole operating point (start rule and verifier thresholds) on a
-labelled sample, falling back to a fixed mix of tiers where the router does not beat one; the
-threshold functions below place the pre-router alone in a profile.
+`calibrate_point` places a single-decision policy (the agreement cascade or a pre-router) on a
+labelled sample, falling back to a fixed mix of tiers where neither earns its keep; `calibrate_model`
+first fits what the sample can teach (verifier heads, lexical pre-router heads, the cost model) and
+writes the result into a new artifact. The threshold functions below place the pre-router alone in a
+profile.
 
 The pre-router sends a request to the first tier whose score is under that tier's threshold. One
 shared threshold t for every tier keeps the list ascending (the profile requires it) and leaves a

@@ -1,7 +1,8 @@
 """Replay a routing + cascade policy over outcome tables and pick its operating point.
 
-The policy: the start rung comes from the pre-router (the first rung whose prompt score is under
-its start threshold, else the top) or from a fixed start mix (a share of requests per rung); each
+The policy: the start rung comes from the pre-router (the first rung whose prompt score, or score
+per relative top-rung cost, is under its start threshold, else the top) or from a fixed start mix
+(a share of requests per rung); each
 rung below the top answers, and the verifier's probability that the answer is not good enough,
 divided by what the top rung would cost for this prompt relative to a typical one (gain per
 dollar), is compared with that rung's threshold: above it, the request climbs one rung. Every rung
