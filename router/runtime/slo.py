@@ -187,12 +187,17 @@ class LatencyEstimator:
             return
         load = load or TierLoad()
         a = self.alpha
-        predicted_ttft = self._base_ttft_ms(state, prompt_tokens) + self._queue_ms(state, load, prompt_tokens)
         engine = state.engine
+        # The prediction at the load the request met (queue wait included): the ratio learns only
+        # what the load model leaves out, so a busy period is not counted again by `estimate`.
+        # With no load the queue is zero and the learnt ratio is ttft_ms / base, as before.
+        predicted_ttft = self._base_ttft_ms(state, prompt_tokens) * engine.ttft_ratio + self._queue_ms(
+            state, load, prompt_tokens
+        )
         if ttft_ms is None:
-            ttft_ms = min(predicted_ttft * engine.ttft_ratio, total_ms)
+            ttft_ms = min(predicted_ttft, total_ms)
         elif predicted_ttft > 0 and ttft_ms > 0:
-            engine.ttft_ratio = _blend(engine.ttft_ratio, ttft_ms / predicted_ttft, a)
+            engine.ttft_ratio = _blend(engine.ttft_ratio, engine.ttft_ratio * ttft_ms / predicted_ttft, a)
         if completion_tokens > 1 and total_ms > ttft_ms:
             batch = min(load.running + 1.0, float(engine.prior.max_batch))
             predicted_itl = engine.prior.decode_ms_at(batch)

@@ -122,3 +122,19 @@ def test_tiers_on_one_engine_must_share_one_prior() -> None:
     slower = LatencyPrior(20.0, 0.1, 5.0, 10.0, 4)
     with pytest.raises(ValueError, match="share engine 'e' but not a latency prior"):
         LatencyEstimator({"a": PRIOR, "b": slower}, engines={"a": "e", "b": "e"})
+
+
+def test_load_observed_as_modelled_leaves_the_idle_estimate_at_the_prior() -> None:
+    # A tier whose real latency follows the load model exactly: every busy-period slowdown is
+    # explained by the load term, so the learnt ratios stay 1 and the idle estimate stays put.
+    est = LatencyEstimator({"t": PRIOR})
+    idle_before = est.estimate("t", 100, 11, TierLoad(0, 0, "engine"))
+    busy = TierLoad(8, 6, "engine")
+    for _ in range(50):
+        seen = est.estimate("t", 100, 11, busy)
+        est.observe(
+            "t", prompt_tokens=100, completion_tokens=11, ttft_ms=seen.ttft_ms, total_ms=seen.total_ms, load=busy
+        )
+    idle_after = est.estimate("t", 100, 11, TierLoad(0, 0, "engine"))
+    assert idle_after.ttft_ms == pytest.approx(idle_before.ttft_ms, rel=1e-6)
+    assert idle_after.total_ms == pytest.approx(idle_before.total_ms, rel=1e-6)
