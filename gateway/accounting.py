@@ -14,7 +14,7 @@ from deployments.economics import TierEconomics
 from gateway.context import RequestContext
 from gateway.metrics import GatewayMetrics
 from gateway.routing import Route
-from router.runtime.slo import Budget, LatencyEstimator
+from router.runtime.slo import Budget, LatencyEstimator, TierLoad
 
 
 def slo_so_far(ctx: RequestContext, budget: Budget) -> str:
@@ -73,10 +73,13 @@ class Accounting:
                 completion_tokens=ctx.completion_tokens,
                 ttft_ms=ttft_ms if streamed else None,
                 total_ms=total_ms,
+                load=route.loads.get(tier),
             )
 
-    def observe_attempt(self, tier: str, prompt_tokens: int, completion_tokens: int, elapsed_ms: float) -> None:
-        """A cascade attempt's unstreamed answer: only its total time was seen."""
+    def observe_attempt(
+        self, tier: str, prompt_tokens: int, completion_tokens: int, elapsed_ms: float, load: TierLoad | None = None
+    ) -> None:
+        """A cascade attempt's unstreamed answer: only its total time was seen, under `load` when known."""
         if self.estimator is not None:
             self.estimator.observe(
                 tier,
@@ -84,4 +87,5 @@ class Accounting:
                 completion_tokens=completion_tokens,
                 ttft_ms=None,
                 total_ms=elapsed_ms,
+                load=load,
             )

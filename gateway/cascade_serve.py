@@ -111,6 +111,7 @@ class LiveCascade:
             body.pop("stream_options", None)
             body["logprobs"] = True
             apply_plan(body, self.caller.answer_budget(ctx, parsed, tier))
+            load = self.chooser.load(name)
             t = time.perf_counter()
             reply = await self.caller.call(request, ctx, tier, orjson.dumps(body))
             elapsed = ctx.waited_since(t) - t
@@ -118,7 +119,7 @@ class LiveCascade:
             lease.release()
         data = json_object(reply.body)
         prompt, completion = usage_tokens(data.get("usage")) or (0, 0)
-        self.accounting.observe_attempt(name, prompt, completion, elapsed * 1e3)
+        self.accounting.observe_attempt(name, prompt, completion, elapsed * 1e3, load)
         return TierAnswer(
             name,
             data,

@@ -56,6 +56,9 @@ class Route:
     conversation: str | None = None
     # Every tier's estimate for this request, when an estimator is set (model=auto only).
     estimates: Mapping[str, Estimate] = field(default_factory=dict)
+    # The engine load each estimate assumed: the estimator's observation compares against the
+    # prediction at this load, so its corrections do not learn the load twice.
+    loads: Mapping[str, TierLoad] = field(default_factory=dict)
     # USD already spent on cascade attempts before the tier that answers (a live stream's climb).
     spent_before_usd: float = 0.0
 
@@ -110,11 +113,14 @@ class RouteChooser:
             return TierLoad()
         return TierLoad(running=float(gate.in_flight_seqs), waiting=float(gate.queue_depth), source="gateway")
 
-    def estimate(self, tier: str, prompt_tokens: int, max_tokens: int | None) -> Estimate | None:
-        """`tier`'s expected times for a request of this size under its engine's load now; None without an estimator."""
+    def estimate(
+        self, tier: str, prompt_tokens: int, max_tokens: int | None, load: TierLoad | None = None
+    ) -> Estimate | None:
+        """`tier`'s expected times for a request of this size under `load` (default: its engine's load
+        now); None without an estimator."""
         if self.estimator is None:
             return None
-        return self.estimator.estimate(tier, prompt_tokens, max_tokens, self.load(tier))
+        return self.estimator.estimate(tier, prompt_tokens, max_tokens, self.load(tier) if load is None else load)
 
     def answer_tokens(self, tier: str, parsed: ParsedRequest) -> int | None:
         """The caller's max_tokens as `tier` will see it (capped to its context); None when not given."""
@@ -154,11 +160,14 @@ class RouteChooser:
         cascade = False
         conversation: str | None = None
         estimates: dict[str, Estimate] = {}
+        loads: dict[str, TierLoad] = {}
         if name == "auto":
             for tier_name in self.tiers.names:
-                est = self.estimate(tier_name, prompt_tokens, self.answer_tokens(tier_name, parsed))
+                load = self.load(tier_name)
+                est = self.estimate(tier_name, prompt_tokens, self.answer_tokens(tier_name, parsed), load)
                 if est is not None:
                     estimates[tier_name] = est
+                    loads[tier_name] = load
             decision = decide(
                 RoutingRequest(
                     text=parsed.routing_text(),
@@ -189,7 +198,7 @@ class RouteChooser:
             )
         if decision is None and not self.limits.plan(name, parsed).fits:
             raise self.limits.too_long(parsed, ladder)
-        route = Route(tier, ladder, budget, latency_class, cascade, prompt_tokens, conversation, estimates)
+        route = Route(tier, ladder, budget, latency_class, cascade, prompt_tokens, conversation, estimates, loads=loads)
         return route, decision
 
     def _fit_context(self, decision: Decision, parsed: ParsedRequest) -> Decision:
