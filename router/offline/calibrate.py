@@ -345,9 +345,10 @@ def calibrate_model(
         )
     ids = [model.rung_index(r) for r in rungs]
     verifiers, heads = list(model.verifiers), []
+    # The rows behind `inputs` (row i is sample[i]), and their prompt features, for every refit below.
+    sample = [keyed[i] for i in cascade_rows(keyed, rungs, answered)]
+    cache = FeatureCache(sample)
     if answered and refit:
-        sample = [keyed[i] for i in cascade_rows(keyed, rungs, need_answers=True)]
-        cache = FeatureCache(sample)
         parts, _, _ = sub_ladder_parts(model, rungs)
         top = len(model.ladder) - 1
         fitted = refit_verifiers(sample, rungs, parts, inputs, cache.prompt, cache.memo, [top - i for i in ids[:-1]])
@@ -358,8 +359,7 @@ def calibrate_model(
             progress(f"verifier heads: {[h['head'] for h in heads]}")
     cost_model, reference, cost_summary = model.cost_model, model.cost_reference_log_usd, {}
     if refit:
-        sample = [keyed[i] for i in cascade_rows(keyed, rungs, answered)]
-        costs = refit_cost_model(sample, inputs, FeatureCache(sample).prompt, cost_model, reference)
+        costs = refit_cost_model(sample, inputs, cache.prompt, cost_model, reference)
         inputs, cost_summary = costs.inputs, costs.summary
         cost_model, reference = costs.cost_model, costs.reference_log_usd
         if progress is not None:
@@ -368,7 +368,7 @@ def calibrate_model(
     lexical: list[LexicalHead | None] = list(model.lexical_heads) or [None] * (len(model.ladder) - 1)
     start_summary: list[dict[str, Any]] = []
     if refit:
-        fitted_start = refit_start_heads([keyed[i] for i in cascade_rows(keyed, rungs, answered)], inputs)
+        fitted_start = refit_start_heads(sample, inputs)
         inputs, start_summary = fitted_start.inputs, fitted_start.summary
         for j, i in enumerate(ids[:-1]):
             lexical[i] = fitted_start.heads[j] or lexical[i]

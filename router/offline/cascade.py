@@ -291,6 +291,12 @@ def choose_operating_point(
     return chosen, simulate(inputs, chosen)
 
 
+def always_top(k_total: int) -> OperatingPoint:
+    """Every request to the top rung: the start mix all on it, no verifier (what a search falls back to)."""
+    top = tuple(0.0 if i < k_total - 1 else 1.0 for i in range(k_total))
+    return OperatingPoint(cumulative_shares(top), tuple([NEVER] * (k_total - 1)), top)
+
+
 def choose_agreement_point(
     inputs: CascadeInputs,
     target_quality_ratio: float = 0.95,
@@ -325,10 +331,8 @@ def choose_agreement_point(
             if (best is None or ratio < best[0] - 1e-12) and judge.reaches((1 - w) * quality + w * top_quality):
                 mix = tuple(round(x, 6) for x in [1.0 - float(w), *([0.0] * (k_total - 2)), float(w)])
                 best = (ratio, OperatingPoint(cumulative_shares(mix), taus, mix))
-    if best is None:
-        top = tuple(0.0 if i < k_total - 1 else 1.0 for i in range(k_total))
-        best = (1.0, OperatingPoint(cumulative_shares(top), tuple([NEVER] * (k_total - 1)), top))
-    return best[1], simulate(inputs, best[1])
+    point = best[1] if best is not None else always_top(k_total)
+    return point, simulate(inputs, point)
 
 
 def choose_prompt_point(
@@ -361,9 +365,8 @@ def choose_prompt_point(
             ratio = judge.cost_ratio(cost)
             if (best is None or ratio < best[0] - 1e-12) and judge.reaches(quality):
                 best = (ratio, OperatingPoint(thresholds, never, start_per_cost=True))
-    if best is None:
-        best = (1.0, OperatingPoint(tuple([-1.0] * (k_total - 1)), never))
-    return best[1], simulate(inputs, best[1])
+    point = best[1] if best is not None else always_top(k_total)
+    return point, simulate(inputs, point)
 
 
 def cheapest_fixed_mix(
@@ -386,6 +389,5 @@ def cheapest_fixed_mix(
             if judge.reaches(quality) and (best is None or ratio < best[0] - 1e-12):
                 mix_t = tuple(round(x, 6) for x in mix)
                 best = (ratio, OperatingPoint(cumulative_shares(mix_t), never, mix_t))
-    top = tuple(0.0 if i < k_total - 1 else 1.0 for i in range(k_total))
-    point = best[1] if best is not None else OperatingPoint(cumulative_shares(top), never, top)
+    point = best[1] if best is not None else always_top(k_total)
     return point, simulate(inputs, point)

@@ -86,13 +86,16 @@ def refit_cost_model(
         return keep
     model = make_cost_pipeline().fit(prompt, log_cost)
     reference = float(np.median(log_cost))
-    relative = relative_from_log(oof, reference)
     old = inputs.relative_cost
     if old is None:
         old = relative_top_cost(cost_model, reference_log_usd, prompt)
-    verify = inputs.verify * (old / relative)[:, None, None]
     summary["model"] = "refit"
-    return CostRefit(model, reference, replace(inputs, verify=verify, relative_cost=relative), summary, True)
+    return CostRefit(model, reference, _rescaled(inputs, old, relative_from_log(oof, reference)), summary, True)
+
+
+def _rescaled(inputs: CascadeInputs, old: FloatArray, relative: FloatArray) -> CascadeInputs:
+    """`inputs` whose priorities were divided by `old` relative costs, divided by `relative` instead."""
+    return replace(inputs, verify=inputs.verify * (old / relative)[:, None, None], relative_cost=relative)
 
 
 def with_cost_model(
@@ -101,4 +104,4 @@ def with_cost_model(
     """`inputs` re-scaled to another cost model's relative costs for these prompts."""
     relative = relative_top_cost(cost_model, reference_log_usd, prompt)
     old = inputs.relative_cost if inputs.relative_cost is not None else np.ones(len(relative))
-    return replace(inputs, verify=inputs.verify * (old / relative)[:, None, None], relative_cost=relative)
+    return _rescaled(inputs, old, relative)

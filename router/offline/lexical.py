@@ -24,7 +24,7 @@ from router.offline.cascade import CascadeInputs
 from router.offline.fit import group_of
 from router.offline.outcomes import OutcomeRow
 from router.offline.refit import MIN_AUC_GAIN, MIN_CLASS_ROWS, REFIT_FOLDS, question_folds, within_fold_auc
-from router.runtime.lexical import DEFAULT_BUCKETS, LexicalHead, hashed_counts
+from router.runtime.lexical import DEFAULT_BUCKETS, LexicalHead, hashed_counts, logistic
 
 FloatArray = NDArray[np.float64]
 # Inverse regularisation strengths tried (unit-length rows of a few hundred to a few thousand prompts).
@@ -66,8 +66,7 @@ def _fit(x: csr_matrix, y: NDArray[np.int64], c: float) -> LexicalHead:
 
 def head_proba(head: LexicalHead, x: csr_matrix) -> FloatArray:
     """The head's probabilities for the rows of `x` (what `LexicalHead.proba` gives one prompt)."""
-    z = np.asarray(x @ head.weights, dtype=np.float64) + head.intercept
-    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0))), dtype=np.float64)
+    return logistic(np.asarray(x @ head.weights, dtype=np.float64) + head.intercept)
 
 
 @dataclass(frozen=True)
@@ -77,10 +76,6 @@ class StartRefit:
     heads: tuple[LexicalHead | None, ...]
     inputs: CascadeInputs
     summary: list[dict[str, Any]]
-
-    @property
-    def any(self) -> bool:
-        return any(h is not None for h in self.heads)
 
 
 def refit_start_heads(rows: Sequence[OutcomeRow], inputs: CascadeInputs, *, seed: int = 7) -> StartRefit:

@@ -111,13 +111,14 @@ def run_fold(
     progress(f"  calibrating on {len(calib)} rows, judging on {len(rest)}")
     calib_inputs, judged_inputs, heads = inputs.subset(calib), inputs.subset(rest), []
     calib_rows, rest_rows = [rows[i] for i in calib], [rows[i] for i in rest]
+    calib_cache, rest_cache = FeatureCache(calib_rows, memo), FeatureCache(rest_rows, memo)
     if answered and plan.refit:
         refit = refit_verifiers(
             calib_rows,
             ladder,
             sub,
             calib_inputs,
-            FeatureCache(calib_rows, memo).prompt,
+            calib_cache.prompt,
             memo,
             [model_top - i for i in ids[:-1]],
             seed=seed,
@@ -130,7 +131,7 @@ def run_fold(
             list(range(len(rest_rows))),
             ladder,
             refit.parts,
-            FeatureCache(rest_rows, memo),
+            rest_cache,
             rung_ids=ids[:-1],
             model_top=model_top,
         )
@@ -140,16 +141,14 @@ def run_fold(
         costs = refit_cost_model(
             calib_rows,
             calib_inputs,
-            FeatureCache(calib_rows, memo).prompt,
+            calib_cache.prompt,
             parts.cost_model,
             parts.cost_reference_log_usd,
             seed=seed,
         )
         cost_summary, calib_inputs = costs.summary, costs.inputs
         if costs.refitted:
-            judged_inputs = with_cost_model(
-                judged_inputs, FeatureCache(rest_rows, memo).prompt, costs.cost_model, costs.reference_log_usd
-            )
+            judged_inputs = with_cost_model(judged_inputs, rest_cache.prompt, costs.cost_model, costs.reference_log_usd)
         progress(f"  cost model: {cost_summary['model']}")
         lexical = refit_start_heads(calib_rows, calib_inputs, seed=seed)
         start_heads = lexical.summary

@@ -46,6 +46,11 @@ def hashed_counts(text: str, buckets: int = DEFAULT_BUCKETS) -> dict[int, float]
     return {slot: v / norm for slot, v in damped.items()}
 
 
+def logistic(z: NDArray[np.float64]) -> NDArray[np.float64]:
+    """1 / (1 + e^-z), with z bounded so a huge weight cannot overflow (live and offline alike)."""
+    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0))), dtype=np.float64)
+
+
 @dataclass(frozen=True)
 class LexicalHead:
     """P(this rung is not good enough | the prompt's hashed words), a logistic regression."""
@@ -60,7 +65,7 @@ class LexicalHead:
     def proba(self, text: str) -> float:
         counts = hashed_counts(text, self.buckets)
         z = self.intercept + sum(self.weights[slot] * value for slot, value in counts.items())
-        return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
+        return float(logistic(np.asarray([z]))[0])
 
     def to_bundle(self) -> dict[str, Any]:
         """Plain data for the artifact (numpy array and float: no new type for the allow-list)."""
