@@ -33,12 +33,10 @@ from router.offline.cascade import (
     choose_prompt_point,
     simulate,
 )
-from router.offline.cost_refit import refit_cost_model
 from router.offline.fit import FeatureCache, cascade_rows
-from router.offline.lexical import refit_start_heads
 from router.offline.outcomes import OutcomeRow
-from router.offline.refit import refit_verifiers
 from router.offline.report import router_inputs, sub_ladder_parts
+from router.offline.sample_fit import fit_to_sample
 from router.offline.train import rung_rows
 from router.runtime.lexical import LexicalHead
 from router.runtime.model import RouterModel
@@ -344,36 +342,34 @@ def calibrate_model(
             f"calibration needs at least 10 rows with scores and costs for every rung, got {len(inputs.scores)}"
         )
     ids = [model.rung_index(r) for r in rungs]
-    verifiers, heads = list(model.verifiers), []
-    # The rows behind `inputs` (row i is sample[i]), and their prompt features, for every refit below.
+    # The rows behind `inputs` (row i is sample[i]), and their prompt features, for every refit.
     sample = [keyed[i] for i in cascade_rows(keyed, rungs, answered)]
-    cache = FeatureCache(sample)
-    if answered and refit:
-        parts, _, _ = sub_ladder_parts(model, rungs)
-        top = len(model.ladder) - 1
-        fitted = refit_verifiers(sample, rungs, parts, inputs, cache.prompt, cache.memo, [top - i for i in ids[:-1]])
-        inputs, heads = fitted.inputs, fitted.summary
+    top = len(model.ladder) - 1
+    parts, _, _ = sub_ladder_parts(model, rungs)
+    fitted = fit_to_sample(
+        sample,
+        rungs,
+        parts,
+        inputs,
+        FeatureCache(sample),
+        [top - i for i in ids[:-1]],
+        answered=answered,
+        refit=refit,
+        progress=progress,
+    )
+    inputs = fitted.inputs
+    verifiers = list(model.verifiers)
+    if fitted.verifiers is not None:
         for j, i in enumerate(ids[:-1]):
-            verifiers[i] = fitted.parts.verifiers[j]
-        if progress is not None:
-            progress(f"verifier heads: {[h['head'] for h in heads]}")
-    cost_model, reference, cost_summary = model.cost_model, model.cost_reference_log_usd, {}
-    if refit:
-        costs = refit_cost_model(sample, inputs, cache.prompt, cost_model, reference)
-        inputs, cost_summary = costs.inputs, costs.summary
-        cost_model, reference = costs.cost_model, costs.reference_log_usd
-        if progress is not None:
-            progress(f"cost model: {cost_summary['model']}")
+            verifiers[i] = fitted.verifiers.parts.verifiers[j]
+    cost_model, reference = model.cost_model, model.cost_reference_log_usd
+    if fitted.cost is not None:
+        cost_model, reference = fitted.cost.cost_model, fitted.cost.reference_log_usd
     # A rung keeps the base artifact's lexical head unless the sample fits a better one.
-    lexical: list[LexicalHead | None] = list(model.lexical_heads) or [None] * (len(model.ladder) - 1)
-    start_summary: list[dict[str, Any]] = []
-    if refit:
-        fitted_start = refit_start_heads(sample, inputs)
-        inputs, start_summary = fitted_start.inputs, fitted_start.summary
+    lexical: list[LexicalHead | None] = list(model.lexical_heads) or [None] * top
+    if fitted.start is not None:
         for j, i in enumerate(ids[:-1]):
-            lexical[i] = fitted_start.heads[j] or lexical[i]
-        if progress is not None:
-            progress(f"pre-router heads: {[h['head'] for h in start_summary]}")
+            lexical[i] = fitted.start.heads[j] or lexical[i]
     if progress is not None:
         progress(f"choosing the operating point on {len(inputs.scores)} rows (answers judged: {answered})")
     chosen = calibrate_point(inputs, target_quality_ratio, bootstrap=bootstrap, progress=progress)
@@ -385,9 +381,7 @@ def calibrate_model(
             "answers_judged": answered,
             "base_artifact": base,
             "base_version": model.version,
-            "verifier_heads": heads,
-            "start_heads": start_summary,
-            "cost_model": cost_summary,
+            **fitted.summary(),
         }
     )
     fingerprint = hashlib.sha256(json.dumps([model.version, summary], sort_keys=True).encode()).hexdigest()[:6]

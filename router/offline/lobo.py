@@ -20,12 +20,10 @@ from threadpoolctl import threadpool_limits
 
 from router.offline.calibrate import calibrate_point
 from router.offline.cascade import CascadeInputs, best_mix_cost_ratio, simulate
-from router.offline.cost_refit import refit_cost_model, with_cost_model
 from router.offline.fit import FeatureCache, FeatureMemo, cascade_inputs, cascade_rows, fit_parts, group_of
-from router.offline.lexical import refit_start_heads, with_lexical_scores
 from router.offline.metrics import apgr, oracle_score, sweep
 from router.offline.outcomes import OutcomeRow
-from router.offline.refit import refit_verifiers
+from router.offline.sample_fit import fit_to_sample
 
 Progress = Callable[[str], None]
 
@@ -109,52 +107,32 @@ def run_fold(
     )
     calib, rest = split_sample(rows, plan.calibration_share, seed)
     progress(f"  calibrating on {len(calib)} rows, judging on {len(rest)}")
-    calib_inputs, judged_inputs, heads = inputs.subset(calib), inputs.subset(rest), []
     calib_rows, rest_rows = [rows[i] for i in calib], [rows[i] for i in rest]
     calib_cache, rest_cache = FeatureCache(calib_rows, memo), FeatureCache(rest_rows, memo)
-    if answered and plan.refit:
-        refit = refit_verifiers(
-            calib_rows,
-            ladder,
-            sub,
-            calib_inputs,
-            calib_cache.prompt,
-            memo,
-            [model_top - i for i in ids[:-1]],
-            seed=seed,
-        )
-        heads = refit.summary
-        progress(f"  verifier heads: {[h['head'] for h in heads]}")
-        calib_inputs = refit.inputs
+    fitted = fit_to_sample(
+        calib_rows,
+        ladder,
+        sub,
+        inputs.subset(calib),
+        calib_cache,
+        [model_top - i for i in ids[:-1]],
+        answered=answered,
+        refit=plan.refit,
+        seed=seed,
+        progress=lambda line: progress(f"  {line}"),
+    )
+    calib_inputs, judged_inputs = fitted.inputs, inputs.subset(rest)
+    if fitted.verifiers is not None:
         judged_inputs = cascade_inputs(
             rest_rows,
             list(range(len(rest_rows))),
             ladder,
-            refit.parts,
+            fitted.verifiers.parts,
             rest_cache,
             rung_ids=ids[:-1],
             model_top=model_top,
         )
-    start_heads: list[dict[str, Any]] = []
-    cost_summary: dict[str, Any] = {}
-    if plan.refit:
-        costs = refit_cost_model(
-            calib_rows,
-            calib_inputs,
-            calib_cache.prompt,
-            parts.cost_model,
-            parts.cost_reference_log_usd,
-            seed=seed,
-        )
-        cost_summary, calib_inputs = costs.summary, costs.inputs
-        if costs.refitted:
-            judged_inputs = with_cost_model(judged_inputs, rest_cache.prompt, costs.cost_model, costs.reference_log_usd)
-        progress(f"  cost model: {cost_summary['model']}")
-        lexical = refit_start_heads(calib_rows, calib_inputs, seed=seed)
-        start_heads = lexical.summary
-        progress(f"  pre-router heads: {[h['head'] for h in start_heads]}")
-        calib_inputs = lexical.inputs
-        judged_inputs = with_lexical_scores(judged_inputs, rest_rows, lexical.heads)
+    judged_inputs = fitted.applied(judged_inputs, rest_rows, rest_cache.prompt)
     chosen = calibrate_point(calib_inputs, target_quality_ratio, seed=seed)
     judged = simulate(judged_inputs, chosen.point)
     mix = best_mix_cost_ratio(judged_inputs.scores, judged_inputs.cost_usd, judged.quality_ratio)
@@ -170,9 +148,7 @@ def run_fold(
         "policy": chosen.summary["policy"],
         "start_mix": list(chosen.point.start_mix),
         "calibration": chosen.summary,
-        "verifier_heads": heads,
-        "start_heads": start_heads,
-        "cost_model": cost_summary,
+        **fitted.summary(),
         "quality_ratio": _r(judged.quality_ratio),
         "cost_ratio": _r(judged.cost_ratio),
         "best_mix_cost_ratio": _r(mix),
