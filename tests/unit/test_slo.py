@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import time
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from deployments.profile import load_profile
 from gateway.accounting import Accounting
 from gateway.context import RequestContext
 from gateway.metrics import GatewayMetrics
+from gateway.protocol import parse_chat_request
 from gateway.routing import Route
+from gateway.state import AppState
 from gateway.tiers import Tier
 from router.runtime.policy import HeuristicScorer, PolicyConfig, RoutingRequest, decide
 from router.runtime.slo import DEFAULT_OUTPUT_TOKENS, Budget, Estimate, LatencyEstimator, LatencyPrior, TierLoad
@@ -166,3 +170,16 @@ def test_the_gateway_observes_at_the_routed_load_so_the_idle_estimate_stays_at_t
         accounting.observe(ctx, "t", route, streamed=True)
     # Before the load travelled with the route the ratios absorbed the busy slowdown (several x).
     assert est.estimate("t", 100, 11, TierLoad()).ttft_ms == pytest.approx(idle_before.ttft_ms, rel=0.05)
+
+
+def test_a_request_pinned_to_a_tier_carries_the_load_it_met_for_the_estimator() -> None:
+    state = AppState(load_profile("test-fake", apply_env=False))
+    chooser = state.service.chooser
+    leases = [state.admission["small"].try_lease(10) for _ in range(3)]
+    assert all(lease is not None for lease in leases)
+    raw = orjson.dumps({"model": "small", "messages": [{"role": "user", "content": "hi"}]})
+    route, decision = chooser.decide({}, parse_chat_request(raw), "small")
+    assert decision is None  # pinned: no routing decision, no estimate
+    assert route.estimates == {}
+    # The three requests in flight are the load the pinned answer's time is compared at.
+    assert route.loads["small"].running == 3.0
