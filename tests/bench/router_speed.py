@@ -26,7 +26,7 @@ from router.runtime.verifier import Verifier
 SENTENCE = "The boat travels northeast while the current flows north and the wind pushes its sails. "
 
 
-def _p50_ms(fn: Callable[[], object], repeats: int) -> float:
+def p50_ms(fn: Callable[[], object], repeats: int) -> float:
     fn()  # warm caches
     times = []
     for _ in range(repeats):
@@ -53,7 +53,7 @@ def main() -> None:
     print(f"model {model.version}: load {load_s:.3f} s")
     for name, text in (("200-token", short), ("8k-token", long)):
         request = RoutingRequest(text=text)
-        p50 = _p50_ms(partial(scorer.scores, request, 2), args.repeats)
+        p50 = p50_ms(partial(scorer.scores, request, 2), args.repeats)
         print(f"score  {name:>9} prompt: p50 {p50:.3f} ms")
     # A calibrated artifact may score a rung with a lexical head, per relative top-rung cost: the
     # same model with a random full-size head and a per-cost point costs what such an artifact does.
@@ -63,14 +63,14 @@ def main() -> None:
         dataclasses.replace(model, operating_point=point, lexical_heads=tuple(head for _ in model.scorers))
     )
     for name, text in (("200-token", short), ("8k-token", long)):
-        p50 = _p50_ms(partial(lexical.scores, RoutingRequest(text=text), 2), args.repeats)
+        p50 = p50_ms(partial(lexical.scores, RoutingRequest(text=text), 2), args.repeats)
         print(f"score  {name:>9} prompt, lexical head per cost: p50 {p50:.3f} ms")
     for name, text in (("200-token", short), ("8k-token", long)):
-        p50 = _p50_ms(partial(verifier.verify, text, "B\n", rung=1, previous_answers=["B"]), args.repeats)
+        p50 = p50_ms(partial(verifier.verify, text, "B\n", rung=1, previous_answers=["B"]), args.repeats)
         print(f"verify {name:>9} prompt: p50 {p50:.3f} ms")
     # Prose answers of 8k tokens on both tiers: the lexical similarity reads both whole (8k chars each).
     prose = (SENTENCE * 400)[:32_000]
-    p50 = _p50_ms(partial(verifier.verify, short, prose, rung=1, previous_answers=[prose[::-1]]), args.repeats)
+    p50 = p50_ms(partial(verifier.verify, short, prose, rung=1, previous_answers=[prose[::-1]]), args.repeats)
     print(f"verify 8k-token prose answers: p50 {p50:.3f} ms")
 
 
