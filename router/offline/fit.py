@@ -8,6 +8,7 @@ block, so a question repeated across rows never sits on both sides of a fold.
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -81,6 +82,10 @@ class FittedParts:
     cost_reference_log_usd: float = 0.0
 
 
+def _digest(values: Sequence[float]) -> str:
+    return hashlib.blake2b(repr(tuple(values)).encode(), digest_size=6).hexdigest()
+
+
 class FeatureMemo:
     """Feature vectors by row id, reused across rungs, folds and runs (`router.offline.feature_store`
     saves one to a file). Keys carry the feature names, so a changed vector is never reused."""
@@ -96,7 +101,11 @@ class FeatureMemo:
         return found
 
     def verifier_row(self, row: OutcomeRow, answer_of: str, previous: Sequence[str], rungs_above: int) -> list[float]:
-        key = f"{row.id}|{answer_of}|{','.join(previous)}|{rungs_above}"
+        logprobs = row.logprobs.get(answer_of)
+        # A row's logprobs are part of its answer: never reuse a vector computed without them.
+        key = f"{row.id}|{answer_of}|{','.join(previous)}|{rungs_above}" + (
+            f"|lp{_digest(logprobs)}" if logprobs else ""
+        )
         found = self.answer.get(key)
         if found is None:
             found = self.answer[key] = verifier_features(
@@ -104,6 +113,7 @@ class FeatureMemo:
                 row.responses[answer_of],
                 rungs_above,
                 [row.responses[m] for m in previous],
+                logprobs,
                 prompt_row=self.prompt_row(row),
             )
         return found

@@ -8,6 +8,7 @@ every consumer sees one spelling. Parsing is pure: reading files lives in `route
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,9 @@ class OutcomeRow:
     scores: dict[str, float]
     cost_usd: dict[str, float] = field(default_factory=dict)
     responses: dict[str, str] = field(default_factory=dict)
+    # The answer's token logprobs, where the sample recorded them (tiers return them live); the
+    # verifier reads them as features, so a head re-fitted on such a sample learns their weight.
+    logprobs: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
     def has(self, models: Iterable[str]) -> bool:
         return all(m in self.scores for m in models)
@@ -52,6 +56,21 @@ def _float_map(raw: Any, aliases: Mapping[str, str]) -> dict[str, float]:
     for key, value in raw.items():
         if isinstance(value, int | float) and not isinstance(value, bool):
             out[canonical_model(str(key), aliases)] = float(value)
+    return out
+
+
+def _logprob_map(raw: Any, aliases: Mapping[str, str]) -> dict[str, tuple[float, ...]]:
+    """`{model: [token logprob, ...]}`; non-numbers and non-finite values are left out."""
+    if not isinstance(raw, dict):
+        return {}
+    out: dict[str, tuple[float, ...]] = {}
+    for key, values in raw.items():
+        if isinstance(values, list):
+            kept = tuple(
+                float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            )
+            if kept:
+                out[canonical_model(str(key), aliases)] = kept
     return out
 
 
@@ -73,6 +92,7 @@ def parse_row(data: Mapping[str, Any], aliases: Mapping[str, str] = MODEL_ALIASE
         scores=scores,
         cost_usd=_float_map(data.get("cost_usd"), aliases),
         responses=responses,
+        logprobs=_logprob_map(data.get("logprobs"), aliases),
     )
 
 
@@ -109,6 +129,7 @@ def to_rungs(rows: Sequence[OutcomeRow], models: Mapping[str, str]) -> list[Outc
                 scores=scores,
                 cost_usd={keyed[m]: v for m, v in row.cost_usd.items() if m in keyed},
                 responses={keyed[m]: v for m, v in row.responses.items() if m in keyed},
+                logprobs={keyed[m]: v for m, v in row.logprobs.items() if m in keyed},
             )
         )
     return out

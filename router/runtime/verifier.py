@@ -7,11 +7,16 @@ charge for this prompt (relative to a typical prompt): a long code answer from t
 costs several times a one-letter answer, so the same doubt buys less there. Pass the answers of
 rungs already tried in `previous_answers`: agreement between two independent models is the
 strongest signal the verifier has.
+
+Token logprobs, when the tier returns them, are features of the answer like the others (their
+mean, minimum and first value): the head gives them the weight its training data showed. The
+outcome tables carry none, so a shipped head gives them no weight; `router calibrate` re-fits the
+head on an operator's sample that records them (`logprobs` in the rows) and learns it there. The
+probability here is the same function of the answer that calibration placed the threshold on.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -21,11 +26,6 @@ from router.runtime.answer_features import verifier_features
 from router.runtime.cascade import Judgement
 from router.runtime.model import RouterModel, RowScorer, relative_top_cost_one
 from router.runtime.prompt_features import prompt_features
-
-# The outcome tables carry no token logprobs, so the trained pipelines never saw them. When a
-# tier returns them, the verifier blends in their own evidence: 1 - exp(mean logprob) is the
-# average per-token "surprise"; this weight is a documented prior, not a fitted number.
-LOGPROB_WEIGHT = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +92,7 @@ class Verifier:
         rung = max(rung, 0)
         prompt_row = prompt_features(prompt_text)
         features = verifier_features(prompt_text, answer_text, top - rung, previous_answers, logprobs, prompt_row)
-        p = self._rows[rung](np.asarray(features, dtype=np.float64))
-        finite = [x for x in (logprobs or []) if math.isfinite(x)]
-        if finite:
-            surprise = 1.0 - math.exp(max(min(sum(finite) / len(finite), 0.0), -50.0))
-            p = (1.0 - LOGPROB_WEIGHT) * p + LOGPROB_WEIGHT * surprise
-        p = min(max(p, 0.0), 1.0)
+        p = min(max(self._rows[rung](np.asarray(features, dtype=np.float64)), 0.0), 1.0)
         row = np.asarray(prompt_row, dtype=np.float64)
         relative = relative_top_cost_one(self._cost, self._model.cost_reference_log_usd, row)
         priority = p / relative
