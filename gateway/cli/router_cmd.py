@@ -1,4 +1,5 @@
-"""`tiergate router train | eval | calibrate | lobo`: fit, judge, place and stress the learned router.
+"""`tiergate router train | eval | calibrate | lobo | collect`: fit, judge, place and stress the learned router,
+and collect a sample of your own tiers' answers to calibrate it on.
 
 Data paths are arguments (files or folders of JSONL outcome tables); nothing is read from a fixed
 location. `--small/--mid/--large` name whichever model keys of the tables stand on those rungs:
@@ -328,6 +329,62 @@ def register(app: typer.Typer) -> None:
             )
             _progress(f"wrote {json_out}")
         typer.echo(fold_table(folds))
+
+    @group.command("collect")
+    def collect(
+        prompts: Annotated[
+            Path,
+            typer.Option(
+                help="JSONL, a `prompt` or `messages` per line; optional `id`, `benchmark`, `answer`, `scores`."
+            ),
+        ],
+        tier: Annotated[
+            list[str], typer.Option(help="A tier to ask, cheapest first; repeatable (give every rung of the ladder).")
+        ],
+        out: Annotated[Path, typer.Option(help="Write the outcome rows here (JSONL, model keys = tier names).")],
+        url: Annotated[str, typer.Option(help="The gateway's OpenAI base URL.")] = "http://127.0.0.1:8000/v1",
+        api_key: Annotated[
+            str | None, typer.Option(envvar="TIERGATE_API_KEY", help="Bearer key, if the gateway asks for one.")
+        ] = None,
+        concurrency: Annotated[int, typer.Option(min=1, help="Calls in flight at once.")] = 4,
+        max_tokens: Annotated[
+            int | None, typer.Option(min=1, help="max_tokens of every call (default: the tier's).")
+        ] = None,
+    ) -> None:
+        """Ask every --tier for every prompt through a running gateway: a sample for `router calibrate`.
+
+        Each answer is kept with its token logprobs and cost. A prompt with a reference `answer` is
+        labelled by exact match of final answers (option letter, number, code block, else text);
+        one without gets empty `scores` for your judge to fill. Then:
+        `tiergate router calibrate --data OUT --small T1 --mid T2 --large T3 --target-quality 0.95 --out X`.
+        """
+        import asyncio
+
+        from gateway.collect import CollectError, CollectSettings, read_prompts
+        from gateway.collect import collect as run_collect
+
+        if len(set(tier)) != len(tier) or len(tier) < 2:
+            fail("give two or more distinct --tier names, cheapest first")
+        with errors_exit(OSError, CollectError):
+            rows = read_prompts(prompts)
+        if not rows:
+            fail(f"no prompts in {prompts}")
+        _progress(f"asking {len(tier)} tiers for {len(rows)} prompts through {url}")
+        settings = CollectSettings(concurrency=concurrency, max_tokens=max_tokens, api_key=api_key)
+        got = asyncio.run(run_collect(url, rows, tier, settings, _progress))
+        with errors_exit(OSError):
+            out.write_text("".join(json.dumps(r) + "\n" for r in got.rows), encoding="utf-8")
+        for line in got.failures[:10]:
+            _progress(f"no answer: {line}")
+        unlabelled = sum(1 for r in got.rows if not r["scores"])
+        unpriced = sum(len(r["responses"]) - len(r["cost_usd"]) for r in got.rows)
+        _progress(
+            f"wrote {len(got.rows)} rows to {out}: {len(got.failures)} calls without an answer, "
+            f"{unlabelled} rows without scores (give them scores 0-1 per tier before calibrating), "
+            f"{unpriced} answers without a cost (their tier has no token price in the profile)"
+        )
+        if got.failures and len(got.failures) == len(rows) * len(tier):
+            fail("no tier answered: is the gateway up at --url?")
 
     app.add_typer(group, name="router")
 
