@@ -372,6 +372,8 @@ def register(app: typer.Typer) -> None:
         _progress(f"asking {len(tier)} tiers for {len(rows)} prompts through {url}")
         settings = CollectSettings(concurrency=concurrency, max_tokens=max_tokens, api_key=api_key)
         got = asyncio.run(run_collect(url, rows, tier, settings, _progress))
+        if len(got.failures) == len(rows) * len(tier):
+            fail(f"no tier answered ({got.failures[0]}): is the gateway up at --url?")
         with errors_exit(OSError):
             out.write_text("".join(json.dumps(r) + "\n" for r in got.rows), encoding="utf-8")
         for line in got.failures[:10]:
@@ -383,8 +385,6 @@ def register(app: typer.Typer) -> None:
             f"{unlabelled} rows without scores (give them scores 0-1 per tier before calibrating), "
             f"{unpriced} answers without a cost (their tier has no token price in the profile)"
         )
-        if got.failures and len(got.failures) == len(rows) * len(tier):
-            fail("no tier answered: is the gateway up at --url?")
 
     app.add_typer(group, name="router")
 

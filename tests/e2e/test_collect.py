@@ -88,6 +88,7 @@ def test_a_gateway_that_is_not_there_fails_clearly(tmp_path: Path) -> None:
     )
     assert result.exit_code != 0
     assert "no tier answered" in result.output
+    assert not (tmp_path / "o").exists()  # nothing half-written
 
 
 def test_bad_prompt_lines_are_named(tmp_path: Path) -> None:
