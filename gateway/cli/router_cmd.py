@@ -45,6 +45,14 @@ MidOpt = Annotated[
     str | None, typer.Option(help="Model key on the middle rung; `none` (or leaving it out of `eval`) for two rungs.")
 ]
 LargeOpt = Annotated[str, typer.Option(help="Model key on the top rung.")]
+PriceOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--price",
+        help="MODEL=USD per million tokens (prompt + answer, characters / 4), for rows whose table records"
+        " no cost for MODEL; repeatable.",
+    ),
+]
 _SMALL, _MID, _LARGE = "mistralai/mistral-7b-chat", "mistralai/mixtral-8x7b-chat", "gpt-4-1106-preview"
 
 
@@ -68,16 +76,32 @@ def _progress(message: str) -> None:
     typer.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True)
 
 
-def _rows(paths: list[Path]) -> list[OutcomeRow]:
+def _prices(given: list[str] | None) -> dict[str, float]:
+    prices: dict[str, float] = {}
+    for item in given or []:
+        model, _, usd = item.rpartition("=")
+        try:
+            value = float(usd)
+        except ValueError:
+            value = -1.0
+        if not model or not value > 0:
+            fail(f"--price wants MODEL=USD_PER_MILLION_TOKENS with a positive price, got {item!r}")
+        prices[model] = value
+    return prices
+
+
+def _rows(paths: list[Path], price: list[str] | None = None) -> list[OutcomeRow]:
+    from router.offline.costs import price_by_tokens
     from router.offline.tables import load_outcomes
 
+    prices = _prices(price)
     # The table reader reports a malformed row with a plain ValueError, naming file and line.
     with errors_exit(OSError, ValueError):
         rows = load_outcomes(paths)
     if not rows:
         fail("no rows in the given data")
     _progress(f"loaded {len(rows)} rows from {len(paths)} path(s)")
-    return rows
+    return price_by_tokens(rows, prices) if prices else rows
 
 
 def _model(path: Path | None) -> RouterModel:
@@ -154,6 +178,7 @@ def register(app: typer.Typer) -> None:
         small: SmallOpt = _SMALL,
         mid: MidOpt = _MID,
         large: LargeOpt = _LARGE,
+        price: PriceOpt = None,
         target_quality: Annotated[
             float, typer.Option(help="Cascade operating point: quality / always-large to reach.")
         ] = 0.95,
@@ -167,7 +192,7 @@ def register(app: typer.Typer) -> None:
         from router.runtime.artifact import DEFAULT_ARTIFACT, ArtifactError, save_model
 
         path = DEFAULT_ARTIFACT if out is None else out
-        rows = _rows(data)
+        rows = _rows(data, price)
         rungs = _ladder_models(rows, small, mid, large)
         # Training rejects an unusable table or ladder with a plain ValueError.
         with errors_exit(ArtifactError, ValueError):
@@ -188,6 +213,7 @@ def register(app: typer.Typer) -> None:
         data: DataOpt,
         small: SmallOpt = _SMALL,
         large: LargeOpt = _LARGE,
+        price: PriceOpt = None,
         mid: MidOpt = None,
         model_path: ModelOpt = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
@@ -197,7 +223,7 @@ def register(app: typer.Typer) -> None:
         from router.offline.report import evaluate
 
         model = _model(model_path)
-        rows = _rows(data)
+        rows = _rows(data, price)
         models = _ladder_models(rows, small, mid, large)
         # A ladder the model does not know is a KeyError, a ladder in the wrong order a ValueError.
         with errors_exit(ValueError, KeyError):
@@ -238,6 +264,7 @@ def register(app: typer.Typer) -> None:
         small: SmallOpt = _SMALL,
         mid: MidOpt = _MID,
         large: LargeOpt = _LARGE,
+        price: PriceOpt = None,
         bootstrap: Annotated[int, typer.Option(min=0, help="(--out) Resamples for the 90% interval.")] = 200,
         refit: Annotated[
             bool,
@@ -258,7 +285,7 @@ def register(app: typer.Typer) -> None:
         if (out is None) == (profile is None):
             fail("give exactly one of --out and --profile")
         model = _model(model_path)
-        all_rows = _rows(data)
+        all_rows = _rows(data, price)
         models = _ladder_models(all_rows, small, mid, large)
         if out is not None:
             if target_quality is None or target_large_share is not None:
@@ -274,6 +301,7 @@ def register(app: typer.Typer) -> None:
         small: SmallOpt = _SMALL,
         mid: MidOpt = _MID,
         large: LargeOpt = _LARGE,
+        price: PriceOpt = None,
         target_quality: Annotated[float, typer.Option(help="Quality / always-top each fold calibrates to.")] = 0.95,
         calibration_share: Annotated[float, typer.Option(help="Share of a held-out benchmark to calibrate on.")] = 0.2,
         seed: Annotated[int, typer.Option(help="Seed of the calibration split and the bootstrap.")] = 7,
@@ -302,13 +330,13 @@ def register(app: typer.Typer) -> None:
         from router.offline.outcomes import to_rungs
         from router.offline.train import rung_rows
 
-        rows = _rows(data)
+        rows = _rows(data, price)
         models = _ladder_models(rows, small, mid, large)
         keyed, rungs = rung_rows(rows, models)
         held_rows = None
         if holdout:
             # Tables without prices are priced from the training tables (router.offline.costs).
-            held_rows = fill_costs(to_rungs(_rows(holdout), dict(zip(models, rungs, strict=True))), keyed)
+            held_rows = fill_costs(to_rungs(_rows(holdout, price), dict(zip(models, rungs, strict=True))), keyed)
         memo = load_memo(cache)
         try:
             with errors_exit(ValueError):

@@ -340,6 +340,7 @@ def calibrate_model(
     if len(inputs.scores) < 10:
         raise ValueError(
             f"calibration needs at least 10 rows with scores and costs for every rung, got {len(inputs.scores)}"
+            " (a table that records no costs: give --price MODEL=USD per million tokens)"
         )
     ids = [model.rung_index(r) for r in rungs]
     # The rows behind `inputs` (row i is sample[i]), and their prompt features, for every refit.

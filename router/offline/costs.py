@@ -3,17 +3,21 @@
 Some tables record answers but no prices (a GSM8K table), some neither. A cascade or a mix can
 only be priced when every rung has a cost, so a rung's missing cost is estimated from the rows
 that priced it: a least-squares fit of cost on prompt and answer length (characters), which is
-how providers bill. A rung no row prices stays unpriced; such rows are left out of cost figures.
+how providers bill. A rung no row prices stays unpriced; such rows are left out of cost figures,
+unless the operator gives its price per million tokens (`price_by_tokens`, `--price` on the CLI).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
 
-from router.offline.outcomes import OutcomeRow
+from router.offline.outcomes import OutcomeRow, canonical_model
+
+# Tokens are estimated as characters / 4 where no tokenizer is at hand (as the gateway counts).
+CHARS_PER_TOKEN = 4.0
 
 
 def _fit(rows: Sequence[OutcomeRow], rung: str) -> tuple[float, float, float] | None:
@@ -49,5 +53,27 @@ def fill_costs(rows: Sequence[OutcomeRow], pricing_rows: Sequence[OutcomeRow] | 
             per_prompt, per_answer, median_answer = fit
             answer = len(row.responses[rung]) if rung in row.responses else median_answer
             cost[rung] = max(per_prompt * len(row.prompt) + per_answer * answer, 1e-9)
+        out.append(replace(row, cost_usd=cost))
+    return out
+
+
+def price_by_tokens(rows: Sequence[OutcomeRow], usd_per_million: Mapping[str, float]) -> list[OutcomeRow]:
+    """`rows` with the missing cost of each model in `usd_per_million` set to its price for the
+    prompt and the answer ((characters / 4) tokens each); a recorded cost is kept. A row without
+    that model's answer is priced with the median answer length of the rows that have one."""
+    prices = {canonical_model(m): p for m, p in usd_per_million.items()}
+    lengths = {
+        m: float(np.median([float(len(r.responses[m])) for r in rows if m in r.responses] or [0.0])) for m in prices
+    }
+    out: list[OutcomeRow] = []
+    for row in rows:
+        missing = [m for m in prices if m in row.scores and m not in row.cost_usd]
+        if not missing:
+            out.append(row)
+            continue
+        cost = dict(row.cost_usd)
+        for m in missing:
+            chars = len(row.prompt) + (len(row.responses[m]) if m in row.responses else lengths[m])
+            cost[m] = chars / CHARS_PER_TOKEN * prices[m] / 1e6
         out.append(replace(row, cost_usd=cost))
     return out

@@ -102,6 +102,10 @@ def run_fold(
     answered = any(all(m in r.responses for m in ladder[:-1]) for r in held)
     idx = cascade_rows(held, ladder, need_answers=answered)
     rows = [held[i] for i in idx]
+    if len(rows) < 10:
+        unpriced = [m for m in ladder if not any(m in r.cost_usd for r in held)]
+        why = f"no row prices rung(s) {unpriced} (give --price MODEL=USD per million tokens)" if unpriced else ""
+        raise ValueError(f"{len(rows)} rows with every rung's score and cost, 10 needed; {why}".rstrip("; "))
     inputs = cascade_inputs(
         rows, list(range(len(rows))), ladder, sub, FeatureCache(rows, memo), rung_ids=ids[:-1], model_top=model_top
     )
@@ -188,7 +192,10 @@ def leave_one_benchmark_out(
             progress(f"fold {n}/{len(names)}: {bench}")
             train = [r for r in rows if r.benchmark != bench] if holdout is None else list(rows)
             held = [r for r in pool if r.benchmark == bench]
-            summary = run_fold(train, held, rungs, memo, plan, progress)
+            try:
+                summary = run_fold(train, held, rungs, memo, plan, progress)
+            except ValueError as err:
+                raise ValueError(f"held-out {bench}: {err}") from None
             progress(
                 f"  {bench}: quality {summary['quality_ratio']} cost {summary['cost_ratio']}"
                 f" best mix {summary['best_mix_cost_ratio']} -> cost_vs_best_mix {summary['cost_vs_best_mix']}"

@@ -92,7 +92,10 @@ def _train(
             "max_cost_ratio": max_cost_ratio,
         }
     else:
-        raise ValueError("no training row has scores, costs and answers for every rung: cannot place the cascade")
+        raise ValueError(
+            "no training row has scores, costs and answers for every rung: cannot place the cascade"
+            " (tables that record no costs: give --price MODEL=USD per million tokens)"
+        )
     progress(f"final fit on {len(rows)} rows")
     parts = fit_parts(rows, list(range(len(rows))), ladder, cache)
     digest = rows_hash(rows)

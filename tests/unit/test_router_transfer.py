@@ -24,7 +24,7 @@ from router.offline.cascade import (
     choose_operating_point,
     simulate,
 )
-from router.offline.costs import fill_costs
+from router.offline.costs import fill_costs, price_by_tokens
 from router.offline.outcomes import OutcomeRow, to_rungs
 from router.offline.report import evaluate
 from router.runtime.answer_features import ANSWER_FEATURE_NAMES, answer_features, extract_letter, final_answer
@@ -309,3 +309,32 @@ def test_the_gateway_loads_a_calibrated_mix_as_start_thresholds_and_a_judge_that
     assert parts.judge is not None
     doubtful = parts.judge.judge("m", "Which?\nA) x\nB) y", "I am not sure, maybe A or B", None, ["B"])
     assert not doubtful.escalate
+
+
+def test_lobo_on_a_table_without_prices_names_the_fix_and_prices_it_when_told(tmp_path: Path) -> None:
+    table = tmp_path / "unpriced.jsonl"
+    lines = [json.loads(line) for line in FIXTURE.read_text().splitlines() if line.strip()]
+    for row in lines:
+        row.pop("cost_usd", None)  # no table prices anything: nothing to estimate costs from
+    table.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    args = ["router", "lobo", "--data", str(table), "--benchmark", "synthetic-mc"]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2
+    assert "held-out synthetic-mc" in refused.output and "--price" in refused.output
+    prices = [f"--price={m}={usd}" for m, usd in ((SMALL, 0.2), (MID, 0.6), (LARGE, 10.0))]
+    out = tmp_path / "lobo.json"
+    priced = runner.invoke(app, [*args, *prices, "--json-out", str(out)])
+    assert priced.exit_code == 0, priced.output
+    assert json.loads(out.read_text())["synthetic-mc"]["rows_calibration"] > 0
+    bad = runner.invoke(app, [*args, "--price", f"{SMALL}=free"])
+    assert bad.exit_code == 2 and "MODEL=USD_PER_MILLION_TOKENS" in bad.output
+
+
+def test_a_price_per_million_tokens_fills_only_missing_costs() -> None:
+    recorded = OutcomeRow("a", "b", "x" * 400, {SMALL: 1.0, LARGE: 1.0}, {LARGE: 0.5}, {SMALL: "y" * 400})
+    unanswered = OutcomeRow("c", "b", "x" * 400, {SMALL: 1.0}, {}, {})
+    first, second = price_by_tokens([recorded, unanswered], {SMALL: 2.0, LARGE: 100.0})
+    assert first.cost_usd[LARGE] == 0.5  # recorded: kept
+    assert first.cost_usd[SMALL] == pytest.approx(200 * 2.0 / 1e6)  # (400 + 400 characters) / 4 tokens
+    assert second.cost_usd[SMALL] == pytest.approx(first.cost_usd[SMALL])  # the median answer length
+    assert LARGE not in second.cost_usd  # no score for it: nothing to price
