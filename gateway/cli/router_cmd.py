@@ -357,6 +357,8 @@ def register(app: typer.Typer) -> None:
             )
             _progress(f"wrote {json_out}")
         typer.echo(fold_table(folds))
+        if folds and all("skipped" in f.summary for f in folds):
+            fail("every fold was skipped: " + "; ".join(f"{f.benchmark}: {f.summary['skipped']}" for f in folds))
 
     @group.command("collect")
     def collect(

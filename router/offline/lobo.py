@@ -195,7 +195,10 @@ def leave_one_benchmark_out(
             try:
                 summary = run_fold(train, held, rungs, memo, plan, progress)
             except ValueError as err:
-                raise ValueError(f"held-out {bench}: {err}") from None
+                # One benchmark too small or unpriced does not stop the others; the table says why.
+                progress(f"  {bench}: skipped: {err}")
+                folds.append(Fold(bench, {"skipped": str(err)}))
+                continue
             progress(
                 f"  {bench}: quality {summary['quality_ratio']} cost {summary['cost_ratio']}"
                 f" best mix {summary['best_mix_cost_ratio']} -> cost_vs_best_mix {summary['cost_vs_best_mix']}"
@@ -215,6 +218,9 @@ def fold_table(folds: Sequence[Fold]) -> str:
     lines = [head]
     for fold in folds:
         s = fold.summary
+        if "skipped" in s:
+            lines.append(f"| {fold.benchmark} | | | skipped: {s['skipped']} |" + " |" * 8)
+            continue
         decided = s["calibration"].get("decided_on")
         policy = f"{s['policy']} ({decided})" if decided else s["policy"]
         policy = policy if s["answers"] else f"{policy}, no answers in table"

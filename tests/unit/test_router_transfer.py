@@ -320,7 +320,7 @@ def test_lobo_on_a_table_without_prices_names_the_fix_and_prices_it_when_told(tm
     args = ["router", "lobo", "--data", str(table), "--benchmark", "synthetic-mc"]
     refused = runner.invoke(app, args)
     assert refused.exit_code == 2
-    assert "held-out synthetic-mc" in refused.output and "--price" in refused.output
+    assert "synthetic-mc: " in refused.output and "--price" in refused.output
     prices = [f"--price={m}={usd}" for m, usd in ((SMALL, 0.2), (MID, 0.6), (LARGE, 10.0))]
     out = tmp_path / "lobo.json"
     priced = runner.invoke(app, [*args, *prices, "--json-out", str(out)])
@@ -338,3 +338,15 @@ def test_a_price_per_million_tokens_fills_only_missing_costs() -> None:
     assert first.cost_usd[SMALL] == pytest.approx(200 * 2.0 / 1e6)  # (400 + 400 characters) / 4 tokens
     assert second.cost_usd[SMALL] == pytest.approx(first.cost_usd[SMALL])  # the median answer length
     assert LARGE not in second.cost_usd  # no score for it: nothing to price
+
+
+def test_lobo_skips_a_benchmark_too_small_to_judge_and_runs_the_others(tmp_path: Path) -> None:
+    table = tmp_path / "with-tiny.jsonl"
+    lines = [json.loads(line) for line in FIXTURE.read_text().splitlines() if line.strip()]
+    tiny = [dict(row, id=f"tiny-{i}", benchmark="tiny") for i, row in enumerate(lines[:6])]
+    table.write_text("".join(json.dumps(r) + "\n" for r in lines + tiny))
+    args = ["router", "lobo", "--data", str(table), "--benchmark", "synthetic-mc", "--benchmark", "tiny"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "| tiny | | | skipped: 6 rows" in result.stdout
+    assert "| synthetic-mc | 3 |" in result.stdout
