@@ -24,12 +24,14 @@ from router.runtime.prompt_features import FEATURE_NAMES, prompt_features
 _ANSWER_CHARS = 8_000
 # Where a short reasoning answer states its choice; the tail is read for "so the answer is ...".
 _TAIL_CHARS = 600
-_LETTER = r"\(?\[?([A-J])\]?\)?"
+# Markdown emphasis may wrap the letter ("**C**", "*(C)*"), as chat models often write it.
+# The letter itself is matched case-sensitively: "the answer is a dog" states no option.
+_LETTER = r"[*_]{0,2}\(?\[?((?-i:[A-J]))\]?\)?[*_]{0,2}"
 # A bare option letter at the start: "C", "C)", "(C)", "C. text", "C: text"; not "I think" or "A dog".
 _LETTER_AT_START = re.compile(r"^\W*\(?([A-J])(?:[\).:,]|\s*$|\s*\n)")
 # "the answer is (C)", "Answer: C", "correct option is C", "choice: (B)"; the last such statement wins.
 _LETTER_STATED = re.compile(
-    r"\b(?:answer|option|choice)(?:\s+(?:is|would be|should be|must be))?\s*[:=]?\s*(?:option\s+)?"
+    r"\b(?:answer|option|choice)(?:\s+(?:is|would be|should be|must be))?\s*[:=]?[*_]{0,2}\s*(?:option\s+)?"
     + _LETTER
     + r"(?![A-Za-z0-9'])",
     re.I,

@@ -43,6 +43,12 @@ def test_option_letters_are_found_wherever_the_answer_states_them() -> None:
     assert extract_letter("Working...\n\nFinal: \\boxed{D}") == "D"
     assert extract_letter("Reasoning about it at length.\n(A)") == "A"
     assert extract_letter("A dog is an animal with four legs.") is None
+    # Chat models' markdown, and options past D (ten-option sets run to J).
+    assert extract_letter("Step by step: ...\nThe correct choice is **C**.") == "C"
+    assert extract_letter("**Answer:** H") == "H"
+    assert extract_letter("The correct answer is: **(J) none of these**") == "J"
+    # A lower-case word after "answer is" is not an option.
+    assert extract_letter("I think the answer is a dog.") is None
 
 
 def test_final_numbers_agree_however_they_are_written() -> None:
