@@ -40,6 +40,7 @@ _BOXED = re.compile(r"\\boxed\{([^{}]{1,80})\}")
 # A last line that is only a letter: "(C)", "C.", "**C**".
 _LETTER_LINE = re.compile(r"^\W{0,4}([A-J])\W{0,4}$")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_FRACTION = re.compile(r"\\[dt]?frac\{(-?\d+(?:\.\d+)?)\}\{(\d+(?:\.\d+)?)\}|(?<![\d./])(-?\d+)\s*/\s*(\d+)(?![\d./])")
 _FINAL_MARK = re.compile(r"####\s*\$?\s*(-?[\d,]+(?:\.\d+)?)")
 _NUMBER_STATED = re.compile(r"\banswer(?:\s+is)?\s*[:=]?\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)", re.I)
 _CODE_FENCE = re.compile(r"```(?:[a-zA-Z0-9_+-]*)\n(.*?)(?:```|$)", re.S)
@@ -129,12 +130,20 @@ def _code(answer: str) -> str:
     return answer[match.start() :] if match else ""
 
 
+def _fraction_value(match: re.Match[str]) -> str:
+    num, den = (match.group(1), match.group(2)) if match.group(1) is not None else (match.group(3), match.group(4))
+    return f"{float(num) / float(den):.6g}" if float(den) != 0 else match.group(0)
+
+
 def _number(text: str) -> str | None:
+    # A stated or boxed "3/4" or "\frac{3}{4}" is one number, 0.75, as a reference may write it; a
+    # fraction in passing ("1/3 pound") is not the answer, so the last-number fallback reads the text.
+    stated = _FRACTION.sub(_fraction_value, text) if "/" in text or "frac" in text else text
     for pattern in (_FINAL_MARK, _NUMBER_STATED):
-        found = pattern.findall(text)
+        found = pattern.findall(stated)
         if found:
             return str(found[-1]).replace(",", "").rstrip(".")
-    for boxed in reversed(_BOXED.findall(text)):
+    for boxed in reversed(_BOXED.findall(stated)):
         numbers = _NUMBER.findall(boxed)
         if numbers:
             return str(numbers[-1]).replace(",", "")

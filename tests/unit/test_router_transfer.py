@@ -54,6 +54,9 @@ def test_option_letters_are_found_wherever_the_answer_states_them() -> None:
 def test_final_numbers_agree_however_they_are_written() -> None:
     assert final_answer("so 12 * 3 = 36 in total\n#### 36") == final_answer("The answer is 36.0")
     assert final_answer("\\boxed{1,250}") == final_answer("Total: 1250")
+    assert final_answer("so \\boxed{\\frac{3}{4}}") == final_answer("The answer is 3/4") == final_answer("0.75")
+    # A fraction in passing is not the answer: the last number is.
+    assert final_answer("She used 1/3 pound and paid 3 dollars for 1/3 pound") == final_answer("3")
     assert final_answer("```python\ndef f(x):\n    return x\n```") == final_answer("```\ndef f(x):\n  return x```")
 
 
