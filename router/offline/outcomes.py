@@ -54,7 +54,8 @@ def _float_map(raw: Any, aliases: Mapping[str, str]) -> dict[str, float]:
         return {}
     out: dict[str, float] = {}
     for key, value in raw.items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        # NaN and infinities (JSON readers accept `NaN`) would poison every mean they enter.
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             out[canonical_model(str(key), aliases)] = float(value)
     return out
 

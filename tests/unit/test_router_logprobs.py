@@ -60,6 +60,8 @@ def test_rows_read_token_logprobs_per_model_and_keep_them_when_keyed_by_rung() -
         }
     )
     assert row.logprobs == {"a": (-0.1, -2.0)}
+    odd = parse_row({"id": "y", "scores": {"a": float("nan"), "b": 1.0}, "cost_usd": {"a": float("inf"), "b": 0.1}})
+    assert odd.scores == {"b": 1.0} and odd.cost_usd == {"b": 0.1}
     [keyed] = to_rungs([row], {"a": "small", "b": "large"})
     assert keyed.logprobs == {"small": (-0.1, -2.0)}
 
