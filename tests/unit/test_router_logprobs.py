@@ -49,7 +49,7 @@ def _rows(n: int, seed: int, signal: bool = True) -> list[OutcomeRow]:
     return rows
 
 
-def test_rows_read_token_logprobs_per_model_and_keep_them_when_keyed_by_rung() -> None:
+def test_rows_read_finite_numbers_and_token_logprobs_per_model_and_keep_them_when_keyed_by_rung() -> None:
     row = parse_row(
         {
             "id": "x",
