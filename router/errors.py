@@ -12,7 +12,7 @@ whole tree, with where each leaf is defined:
     │   ├── VllmVersionError         router.capacity.vllm_versions
     │   ├── CalibrationError         router.capacity.calibration
     │   ├── ArtifactError            router.runtime.artifact
-    │   ├── ProfileError             deployments.profile
+    │   ├── ProfileError             deployments.spec (read from deployments.profile)
     │   ├── TierPlanningError        deployments.planning
     │   └── ServeBuildError          deployments.app
     ├── LaunchError (RuntimeError)   the local stack could not be prepared or started
