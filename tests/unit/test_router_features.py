@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -84,3 +86,18 @@ def test_agreement_compares_final_answers_not_raw_text() -> None:
     assert other["agree_prev"] == 0.0
     assert other["disagree_prev"] == 1.0
     assert final_answer("work...\n#### 1,250") == final_answer("so the total is 1250")
+
+
+def test_cached_features_are_not_read_back_by_other_feature_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from router.offline.feature_store import load_memo, save_memo
+    from router.offline.fit import FeatureMemo
+    from router.runtime import answer_features as module
+
+    save_memo(FeatureMemo({"row": [1.0]}, {"row|a||1": [2.0]}), tmp_path)
+    assert load_memo(tmp_path).answer == {"row|a||1": [2.0]}
+    changed = tmp_path / "answer_features.py"
+    changed.write_bytes(Path(str(module.__file__)).read_bytes() + b"\n# another extraction rule\n")
+    monkeypatch.setattr(module, "__file__", str(changed))
+    assert load_memo(tmp_path).answer == {}
