@@ -18,9 +18,12 @@ from router.offline.outcomes import OutcomeRow, canonical_model
 
 # Tokens are estimated as characters / 4 where no tokenizer is at hand (as the gateway counts).
 CHARS_PER_TOKEN = 4.0
+# Per rung: USD per prompt character, USD per answer character, and the answer length (characters)
+# assumed for a row that has no answer of that rung.
+Pricing = tuple[float, float, float]
 
 
-def _fit(rows: Sequence[OutcomeRow], rung: str) -> tuple[float, float, float] | None:
+def _fit(rows: Sequence[OutcomeRow], rung: str) -> Pricing | None:
     priced = [r for r in rows if rung in r.cost_usd and rung in r.responses and r.cost_usd[rung] > 0]
     if len(priced) < 10:
         return None
@@ -29,6 +32,23 @@ def _fit(rows: Sequence[OutcomeRow], rung: str) -> tuple[float, float, float] | 
     coef, *_ = np.linalg.lstsq(x, y, rcond=None)
     per_prompt, per_answer = (max(float(c), 0.0) for c in coef)
     return per_prompt, per_answer, float(np.median(x[:, 1]))
+
+
+def _with_missing_costs(rows: Sequence[OutcomeRow], pricing: Mapping[str, Pricing]) -> list[OutcomeRow]:
+    """`rows` with each priced rung's missing cost set from its `pricing`; a recorded cost is kept."""
+    out: list[OutcomeRow] = []
+    for row in rows:
+        missing = [m for m in row.scores if m not in row.cost_usd and m in pricing]
+        if not missing:
+            out.append(row)
+            continue
+        cost = dict(row.cost_usd)
+        for rung in missing:
+            per_prompt, per_answer, median_answer = pricing[rung]
+            answer = len(row.responses[rung]) if rung in row.responses else median_answer
+            cost[rung] = max(per_prompt * len(row.prompt) + per_answer * answer, 1e-9)
+        out.append(replace(row, cost_usd=cost))
+    return out
 
 
 def fill_costs(rows: Sequence[OutcomeRow], pricing_rows: Sequence[OutcomeRow] | None = None) -> list[OutcomeRow]:
@@ -40,40 +60,17 @@ def fill_costs(rows: Sequence[OutcomeRow], pricing_rows: Sequence[OutcomeRow] | 
     source = rows if pricing_rows is None else pricing_rows
     rungs = sorted({m for r in rows for m in r.scores})
     fits = {rung: _fit(source, rung) for rung in rungs}
-    out: list[OutcomeRow] = []
-    for row in rows:
-        missing = [m for m in row.scores if m not in row.cost_usd and fits.get(m) is not None]
-        if not missing:
-            out.append(row)
-            continue
-        cost = dict(row.cost_usd)
-        for rung in missing:
-            fit = fits[rung]
-            assert fit is not None
-            per_prompt, per_answer, median_answer = fit
-            answer = len(row.responses[rung]) if rung in row.responses else median_answer
-            cost[rung] = max(per_prompt * len(row.prompt) + per_answer * answer, 1e-9)
-        out.append(replace(row, cost_usd=cost))
-    return out
+    return _with_missing_costs(rows, {rung: fit for rung, fit in fits.items() if fit is not None})
 
 
 def price_by_tokens(rows: Sequence[OutcomeRow], usd_per_million: Mapping[str, float]) -> list[OutcomeRow]:
     """`rows` with the missing cost of each model in `usd_per_million` set to its price for the
     prompt and the answer ((characters / 4) tokens each); a recorded cost is kept. A row without
     that model's answer is priced with the median answer length of the rows that have one."""
-    prices = {canonical_model(m): p for m, p in usd_per_million.items()}
-    lengths = {
-        m: float(np.median([float(len(r.responses[m])) for r in rows if m in r.responses] or [0.0])) for m in prices
-    }
-    out: list[OutcomeRow] = []
-    for row in rows:
-        missing = [m for m in prices if m in row.scores and m not in row.cost_usd]
-        if not missing:
-            out.append(row)
-            continue
-        cost = dict(row.cost_usd)
-        for m in missing:
-            chars = len(row.prompt) + (len(row.responses[m]) if m in row.responses else lengths[m])
-            cost[m] = chars / CHARS_PER_TOKEN * prices[m] / 1e6
-        out.append(replace(row, cost_usd=cost))
-    return out
+    pricing: dict[str, Pricing] = {}
+    for model, usd in usd_per_million.items():
+        m = canonical_model(model)
+        per_char = usd / 1e6 / CHARS_PER_TOKEN
+        lengths = [float(len(r.responses[m])) for r in rows if m in r.responses]
+        pricing[m] = (per_char, per_char, float(np.median(lengths)) if lengths else 0.0)
+    return _with_missing_costs(rows, pricing)
