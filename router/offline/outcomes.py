@@ -49,15 +49,15 @@ class OutcomeRow:
         return all(m in self.scores for m in models)
 
 
+def _finite(value: Any) -> bool:
+    # NaN and infinities (JSON readers accept `NaN`) would poison every mean they enter.
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _float_map(raw: Any, aliases: Mapping[str, str]) -> dict[str, float]:
     if not isinstance(raw, dict):
         return {}
-    out: dict[str, float] = {}
-    for key, value in raw.items():
-        # NaN and infinities (JSON readers accept `NaN`) would poison every mean they enter.
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-            out[canonical_model(str(key), aliases)] = float(value)
-    return out
+    return {canonical_model(str(key), aliases): float(value) for key, value in raw.items() if _finite(value)}
 
 
 def _logprob_map(raw: Any, aliases: Mapping[str, str]) -> dict[str, tuple[float, ...]]:
@@ -67,9 +67,7 @@ def _logprob_map(raw: Any, aliases: Mapping[str, str]) -> dict[str, tuple[float,
     out: dict[str, tuple[float, ...]] = {}
     for key, values in raw.items():
         if isinstance(values, list):
-            kept = tuple(
-                float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-            )
+            kept = tuple(float(v) for v in values if _finite(v))
             if kept:
                 out[canonical_model(str(key), aliases)] = kept
     return out

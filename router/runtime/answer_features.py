@@ -186,9 +186,13 @@ def _jaccard(a: str, b: str) -> float:
     return len(ta & tb) / len(ta | tb)
 
 
+def _bag(lower: str) -> Counter[str]:
+    return Counter(_WORD.findall(lower))
+
+
 def word_counts(answer: str) -> Counter[str]:
     """The word-count bag the verifier compares answers by (their first 8,000 characters, lower-cased)."""
-    return Counter(_WORD.findall(answer[:_ANSWER_CHARS].lower()))
+    return _bag(answer[:_ANSWER_CHARS].lower())
 
 
 def text_similarity(a: Counter[str], b: Counter[str]) -> float:
@@ -214,7 +218,7 @@ def answer_features(
     finals = [final_answer(p) for p in previous_answers]
     agree = sum(1 for f in finals if f == mine)
     similarity = max((_jaccard(mine, f) for f in finals), default=0.0)
-    bag = word_counts(answer)
+    bag = _bag(lower)  # the answer's text, already cut and lower-cased above
     text_sim = max((text_similarity(bag, word_counts(p)) for p in previous_answers), default=0.0)
     len_ratio = math.log1p(len(answer)) - math.log1p(len(previous_answers[-1])) if previous_answers else 0.0
     # Logprobs are <= 0; clip so a malformed value cannot overflow the mean.
