@@ -189,10 +189,6 @@ class RouteChooser:
             cascade = cascade_on and len(ladder) > 1 and (not parsed.stream or buffered)
         else:
             ladder = (name,)
-            if self.estimator is not None and name in self.tiers.by_name:
-                # A pinned tier is not estimated, but its observation after the last byte is still
-                # compared with the prediction at the load it met (else busy periods teach the ratios).
-                loads[name] = self.load(name)
         tier = self.tiers.by_name.get(name)
         if tier is None:
             raise NotFound(
@@ -200,6 +196,10 @@ class RouteChooser:
                 param="model",
                 code="model_not_found",
             )
+        if decision is None and self.estimator is not None:
+            # A pinned tier is not estimated, but its observation after the last byte is still
+            # compared with the prediction at the load it met (else busy periods teach the ratios).
+            loads[name] = self.load(name)
         if decision is None and not self.limits.plan(name, parsed).fits:
             raise self.limits.too_long(parsed, ladder)
         route = Route(tier, ladder, budget, latency_class, cascade, prompt_tokens, conversation, estimates, loads=loads)
