@@ -137,6 +137,19 @@ SIGNAL_FLOOR = 0.5
 MIN_FAILURES = 10
 
 
+# A sample with fewer rows than this (every rung scored and priced) is refused: nothing can be placed.
+MIN_SAMPLE_ROWS = 10
+
+
+def require_sample(usable: int, rows: Sequence[OutcomeRow], ladder: Sequence[str]) -> None:
+    """Refuse a sample of `rows` in which only `usable` have every rung of `ladder` scored and priced."""
+    if usable >= MIN_SAMPLE_ROWS:
+        return
+    unpriced = [m for m in ladder if not any(m in r.cost_usd for r in rows)]
+    why = f"; no row prices rung(s) {unpriced} (give --price MODEL=USD per million tokens)" if unpriced else ""
+    raise ValueError(f"{usable} rows with every rung's score and cost, {MIN_SAMPLE_ROWS} needed{why}")
+
+
 def signal_auc(
     priority: FloatArray, failed: NDArray[np.bool_], resamples: int = 200, seed: int = 7
 ) -> tuple[float, float]:
@@ -337,11 +350,7 @@ def calibrate_model(
     keyed, rungs = rung_rows(rows, models)
     answered = any(all(m in r.responses for m in rungs[:-1]) for r in keyed)
     inputs, _ = router_inputs(model, keyed, rungs, need_answers=answered)
-    if len(inputs.scores) < 10:
-        raise ValueError(
-            f"calibration needs at least 10 rows with scores and costs for every rung, got {len(inputs.scores)}"
-            " (a table that records no costs: give --price MODEL=USD per million tokens)"
-        )
+    require_sample(len(inputs.scores), keyed, rungs)
     ids = [model.rung_index(r) for r in rungs]
     # The rows behind `inputs` (row i is sample[i]), and their prompt features, for every refit.
     sample = [keyed[i] for i in cascade_rows(keyed, rungs, answered)]

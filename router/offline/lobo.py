@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from router.offline.calibrate import calibrate_point
+from router.offline.calibrate import calibrate_point, require_sample
 from router.offline.cascade import CascadeInputs, best_mix_cost_ratio, simulate
 from router.offline.fit import FeatureCache, FeatureMemo, cascade_inputs, cascade_rows, fit_parts, group_of
 from router.offline.metrics import apgr, oracle_score, sweep
@@ -102,10 +102,7 @@ def run_fold(
     answered = any(all(m in r.responses for m in ladder[:-1]) for r in held)
     idx = cascade_rows(held, ladder, need_answers=answered)
     rows = [held[i] for i in idx]
-    if len(rows) < 10:
-        unpriced = [m for m in ladder if not any(m in r.cost_usd for r in held)]
-        why = f"no row prices rung(s) {unpriced} (give --price MODEL=USD per million tokens)" if unpriced else ""
-        raise ValueError(f"{len(rows)} rows with every rung's score and cost, 10 needed; {why}".rstrip("; "))
+    require_sample(len(rows), held, ladder)
     inputs = cascade_inputs(
         rows, list(range(len(rows))), ladder, sub, FeatureCache(rows, memo), rung_ids=ids[:-1], model_top=model_top
     )
