@@ -28,6 +28,7 @@ import orjson
 from gateway.cascade import answer_logprobs, answer_text
 from gateway.errors import InvalidRequest
 from gateway.protocol import parse_chat_request
+from router.offline.outcomes import finite_number
 from router.runtime.answer_features import final_answer
 
 
@@ -69,9 +70,7 @@ def _prompt_row(data: Any, number: int) -> PromptRow:
     reference = data.get("answer")
     raw_scores = data.get("scores")
     scores = (
-        {str(k): float(v) for k, v in raw_scores.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-        if isinstance(raw_scores, dict)
-        else {}
+        {str(k): float(v) for k, v in raw_scores.items() if finite_number(v)} if isinstance(raw_scores, dict) else {}
     )
     return PromptRow(
         id=str(data.get("id", f"row-{number}")),

@@ -49,7 +49,8 @@ class OutcomeRow:
         return all(m in self.scores for m in models)
 
 
-def _finite(value: Any) -> bool:
+def finite_number(value: Any) -> bool:
+    """A JSON number that can enter a mean: not a bool, not NaN or an infinity."""
     # NaN and infinities (JSON readers accept `NaN`) would poison every mean they enter.
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -57,7 +58,7 @@ def _finite(value: Any) -> bool:
 def _float_map(raw: Any, aliases: Mapping[str, str]) -> dict[str, float]:
     if not isinstance(raw, dict):
         return {}
-    return {canonical_model(str(key), aliases): float(value) for key, value in raw.items() if _finite(value)}
+    return {canonical_model(str(key), aliases): float(value) for key, value in raw.items() if finite_number(value)}
 
 
 def _logprob_map(raw: Any, aliases: Mapping[str, str]) -> dict[str, tuple[float, ...]]:
@@ -67,7 +68,7 @@ def _logprob_map(raw: Any, aliases: Mapping[str, str]) -> dict[str, tuple[float,
     out: dict[str, tuple[float, ...]] = {}
     for key, values in raw.items():
         if isinstance(values, list):
-            kept = tuple(float(v) for v in values if _finite(v))
+            kept = tuple(float(v) for v in values if finite_number(v))
             if kept:
                 out[canonical_model(str(key), aliases)] = kept
     return out
