@@ -22,12 +22,9 @@ from typer.testing import CliRunner
 from gateway.cli import app
 from router.runtime.artifact import load_model
 from router.runtime.verifier import Verifier
-from tests.procs import REPO, fake_upstream, gateway
+from tests.e2e.replay_fixture import FIXTURE, MODELS, PRICE, ROWS
+from tests.procs import fake_upstream, gateway
 
-FIXTURE = REPO / "tests" / "fixtures" / "outcomes-small.jsonl"
-ROWS = [json.loads(line) for line in FIXTURE.read_text().splitlines() if line.strip()]
-MODELS = {"small": "mistralai/mistral-7b-chat", "mid": "mistralai/mixtral-8x7b-chat", "large": "gpt-4-1106-preview"}
-PRICE = {"small": 1.0, "mid": 10.0, "large": 100.0}  # USD per million tokens
 MAX_TOKENS = 64
 runner = CliRunner()
 

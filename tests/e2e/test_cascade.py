@@ -18,12 +18,9 @@ import pytest
 import yaml
 
 from gateway.replay_tier import token_count
-from tests.procs import REPO, fake_upstream, gateway
+from tests.e2e.replay_fixture import FIXTURE, MODELS, PRICE, ROWS
+from tests.procs import fake_upstream, gateway
 
-FIXTURE = REPO / "tests" / "fixtures" / "outcomes-small.jsonl"
-ROWS = [json.loads(line) for line in FIXTURE.read_text().splitlines() if line.strip()]
-MODELS = {"small": "mistralai/mistral-7b-chat", "mid": "mistralai/mixtral-8x7b-chat", "large": "gpt-4-1106-preview"}
-PRICE = {"small": 1.0, "mid": 10.0, "large": 100.0}  # USD per million tokens, prompt and output alike
 ADMIN = "admin-key-for-tests-0123456789"
 MID_DELAY_MS = 1500
 

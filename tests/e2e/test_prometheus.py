@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from deployments.keys import key_id
-from tests.e2e.test_cascade import FIXTURE, MODELS, ROWS
+from tests.e2e.replay_fixture import FIXTURE, MODELS, ROWS
 from tests.e2e.test_cascade import _profile as cascade_profile
 from tests.monitoring.promstack import Prometheus, dashboard_queries, prometheus, rule_groups
 from tests.procs import Proc, free_port, gateway, running, tiergate_cmd
